@@ -1,0 +1,205 @@
+"""The one experiment-config schema that every file in configs/ fills in.
+
+Configs are `ml_collections.ConfigDict`s. `base_config()` holds every field with its default
+(the official code's hyper-parameters); the files in `configs/` start from it and set what
+their experiment needs. Launchers lock the config, so a misspelt override fails with the list
+of valid keys (`check_overrides`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import re
+from typing import Iterable, Sequence
+
+import ml_collections
+
+# Where the repository's sibling `shared/` folder is (real images for tests and examples).
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+SYNTHETIC_MEAN = (0.498, 0.498, 0.498)
+SYNTHETIC_STD = (0.172, 0.173042, 0.173)
+IMAGENET10_MEAN = (0.479838, 0.470448, 0.429404)
+IMAGENET10_STD = (0.258143, 0.252662, 0.272406)
+# ImageNet-10 in the official index order: (name, WNID).
+IMAGENET10_CLASSES = (
+    ("airliner", "n02690373"), ("beach wagon", "n02814533"), ("hummingbird", "n01833805"),
+    ("Siamese cat", "n02123597"), ("ox", "n02403003"), ("golden retriever", "n02099601"),
+    ("tailed frog", "n01644900"), ("zebra", "n02391049"), ("container ship", "n03095699"),
+    ("trailer truck", "n04467665"),
+)
+# Radial bands of the synthetic specification: [lo, hi) in cycles per image.
+SYNTHETIC_BANDS = ((0.0, 4.0), (4.0, 8.0), (8.0, 12.0), (12.0, math.inf))
+
+
+def default_data_dir() -> str:
+  """Where prepared datasets live unless `data.data_dir` says otherwise."""
+  return os.environ.get(
+      "FREQJAX_DATA_DIR", os.path.join(os.path.expanduser("~"), ".cache", "freqjax", "datasets"))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # model init, data order, augmentation and dropout
+
+  c.data = ml_collections.ConfigDict()
+  c.data.kind = "synthetic"  # 'synthetic' | 'folder'
+  c.data.name = "syn1_small"  # a label for logs and artifacts
+  c.data.data_dir = ""  # prepared datasets; '' = $FREQJAX_DATA_DIR or ~/.cache/freqjax/datasets
+  c.data.image_size = 32
+  c.data.num_classes = 4
+  c.data.class_names = ("C0", "C1", "C2", "C3")
+  c.data.mean = SYNTHETIC_MEAN
+  c.data.std = SYNTHETIC_STD
+  c.data.val_fraction = 0.1  # seeded 90/10 train/validation split of the train split
+  c.data.in_memory_mb = 2048  # splits smaller than this are read into memory once
+  c.data.synthetic = synthetic_defaults()
+  # Folder datasets: <manual_dir>/<split>/<class folder>/<image>.
+  c.data.manual_dir = ""
+  c.data.class_folders = ()  # folder per class, in class-index order (WNID or name)
+  c.data.train_split = "train"
+  c.data.test_split = "val"
+  c.data.storage_size = 0  # train images stored at this size (0 = image_size)
+
+  c.augment = ml_collections.ConfigDict()
+  c.augment.crop = "pad_crop"  # 'pad_crop' | 'random_resized_crop' | 'none'
+  c.augment.pad = 4
+  c.augment.flip = True
+  c.augment.rrc_scale = (0.08, 1.0)
+  c.augment.rrc_ratio = (3.0 / 4.0, 4.0 / 3.0)
+  c.augment.policy = "none"  # 'none' | 'autoaugment' | 'augmix' (after the crop)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "resnet18"
+  c.model.width_multiplier = 1.0
+  c.model.stem = "cifar"  # 'cifar' (paper) | 'imagenet'
+  c.model.dtype = "float32"  # 'float32' | 'bfloat16' (compute; parameters stay float32)
+  c.model.dropout_rate = 0.5  # AlexNet only
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 64  # global batch, over all devices and processes
+  c.train.epochs = 200
+  c.train.max_steps = -1  # stop after this many steps (-1: run all epochs)
+  c.train.lr = 0.01
+  c.train.momentum = 0.9
+  c.train.nesterov = True
+  c.train.weight_decay = 1e-4  # L2 added to the gradient, as torch.optim.SGD does
+  c.train.plateau_factor = 0.1
+  c.train.plateau_patience = 10
+  c.train.plateau_threshold = 1e-4  # relative, as torch's ReduceLROnPlateau
+  c.train.eval_batch_size = 256
+  c.train.keep_checkpoints = 3  # the last N, plus the best by validation loss
+  c.train.log_every_steps = 10
+  c.train.num_devices = 0  # 0 = every local device
+  c.train.prefetch = 2
+  c.train.progress = True
+
+  c.dynamics = ml_collections.ConfigDict()
+  c.dynamics.every_steps = 0  # 0 = off; evaluate band-limited test views every N steps
+  c.dynamics.until_step = 500
+  c.dynamics.views = ("full", "keep_b1", "keep_b2", "keep_b3", "keep_b4")
+  c.dynamics.bands = SYNTHETIC_BANDS
+  c.dynamics.threshold = 0.5  # a class is learned at the first step with TPR - FPR >= this
+
+  c.analysis = ml_collections.ConfigDict()
+  c.analysis.checkpoint = "best"  # 'best' | 'latest' | a step number
+  c.analysis.split = "test"
+  c.analysis.adcs = "paper"  # 'paper' | 'official'
+  c.analysis.patch_size = 1
+  c.analysis.candidates = "paired"  # 'paired' (true conjugate pairs) | 'official'
+  c.analysis.thresholds = (0.01, 0.05, 0.1, 0.2)
+  c.analysis.threshold = 0.05  # the DFM used for the shortcut test and figures
+  c.analysis.memory_budget_mb = 1024  # per device, for the DFM engine's candidate chunks
+  c.analysis.batch_size = 256  # images per forward pass outside the DFM engine
+  c.analysis.greedy = False  # also run DFM-X's greedy removal
+  c.analysis.greedy_tolerance = 6
+  c.analysis.greedy_parallel = 8
+  c.analysis.ood_dirs = ()  # folder test sets of the same classes, for OOD shortcut tests
+  c.analysis.ood_split = "val"
+  return c
+
+
+def synthetic_defaults() -> ml_collections.ConfigDict:
+  s = ml_collections.ConfigDict()
+  s.band = 1  # Syn-k: C3 lives in band B_k
+  s.seed = 0
+  s.train_per_class = 2000
+  s.test_per_class = 500
+  s.size = 32
+  s.bands = SYNTHETIC_BANDS
+  s.num_control = 6
+  s.num_distractors = 6
+  s.c3_vocabulary = 6
+  s.specials_per_class = 2
+  s.min_separation = 2
+  s.control_per_image = 3
+  s.distractors_per_image = 2
+  s.control_amplitude = (0.5, 1.0)
+  s.c3_amplitude = (0.5, 1.0)
+  s.special_amplitude = (0.3, 0.6)
+  s.distractor_amplitude = (0.2, 0.5)
+  s.min_luminance_contrast = 0.3
+  s.noise_sigma = 0.02
+  return s
+
+
+def parse_variant(arg: str | None, valid: Iterable[str]) -> list[str]:
+  """Splits a variant string 'a,b' or 'a_b' into tokens; unknown tokens list the valid ones."""
+  valid = list(valid)
+  tokens = [t for t in re.split(r"[,_+]", arg or "") if t]
+  for t in tokens:
+    if t not in valid and "=" not in t:
+      raise ValueError(
+          f"Unknown config variant {t!r}. Valid variants: {', '.join(valid)} "
+          "(combine with commas, e.g. 'syn2,small').")
+  return tokens
+
+
+def check_overrides(config: ml_collections.ConfigDict, argv: Sequence[str]) -> None:
+  """Fails on `--config.<path>=` flags that name no field, listing the valid keys there."""
+  for arg in argv:
+    m = re.match(r"^--?config\.([A-Za-z0-9_.]+)", arg)
+    if not m:
+      continue
+    node, path = config, []
+    for key in m.group(1).split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+        where = "config" + "".join(f".{p}" for p in path)
+        keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        raise ValueError(
+            f"Unknown config key '{m.group(1)}' ('{key}' is not a field of {where}). "
+            f"Valid keys of {where}: {', '.join(keys)}. Fix the spelling of the override.")
+      node, path = node[key], path + [key]
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Checks values that would otherwise fail late; each message says how to fix it."""
+  d, a = config.data, config.analysis
+  if d.kind not in ("synthetic", "folder"):
+    raise ValueError(f"config.data.kind must be 'synthetic' or 'folder', got {d.kind!r}.")
+  if len(d.class_names) != d.num_classes:
+    raise ValueError(
+        f"config.data.class_names has {len(d.class_names)} names but num_classes is "
+        f"{d.num_classes}; give one name per class.")
+  if d.kind == "folder" and d.class_folders and len(d.class_folders) != d.num_classes:
+    raise ValueError(
+        f"config.data.class_folders lists {len(d.class_folders)} folders for "
+        f"{d.num_classes} classes; give one folder per class, in class-index order.")
+  for t in tuple(a.thresholds) + (a.threshold,):
+    if not 0.0 < t <= 1.0:
+      raise ValueError(f"DFM thresholds must lie in (0, 1]; got {t}. Use e.g. 0.05 for 5%.")
+  if d.image_size % a.patch_size:
+    raise ValueError(
+        f"config.analysis.patch_size={a.patch_size} does not divide the image size "
+        f"{d.image_size}; choose a divisor (1, 2, 4, 7, ...).")
+  if config.augment.crop not in ("pad_crop", "random_resized_crop", "none"):
+    raise ValueError(
+        f"config.augment.crop={config.augment.crop!r}; use 'pad_crop', "
+        "'random_resized_crop' or 'none'.")
+  if config.augment.policy not in ("none", "autoaugment", "augmix"):
+    raise ValueError(
+        f"config.augment.policy={config.augment.policy!r}; use 'none', 'autoaugment' or "
+        "'augmix'.")

@@ -1,0 +1,2 @@
+"""Evaluation: batched inference on a mesh, confusion-matrix metrics, the DFM shortcut test
+and learning dynamics on band-limited views."""

@@ -1,0 +1,105 @@
+"""The one place that knows about devices: mesh, shardings, multi-host set-up.
+
+freqjax uses a single 1-D mesh with axis 'data' over every device it runs on. Batches are
+sharded along their leading axis, parameters and optimiser state are replicated; `jax.jit`
+inserts the gradient all-reduce and computes BatchNorm statistics over the global batch.
+Each process feeds only its own share of every global batch (`shard_batch`).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+AXIS = "data"
+
+
+def initialize_distributed(coordinator_address: str = "", num_processes: int = 1,
+                           process_id: int = 0) -> None:
+  """Joins a multi-host run (`jax.distributed`); a no-op for a single process."""
+  if num_processes <= 1:
+    return
+  if not coordinator_address:
+    raise ValueError("--num_processes > 1 needs --coordinator_address=HOST:PORT "
+                     "(the address of process 0).")
+  jax.distributed.initialize(coordinator_address, num_processes=num_processes,
+                             process_id=process_id)
+  logging.info("Process %d of %d; %d local / %d global devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+  """A 1-D 'data' mesh over the first `num_devices` devices (0 = all, over all hosts)."""
+  devices = jax.devices()
+  if num_devices:
+    if jax.process_count() > 1 and num_devices != len(devices):
+      raise ValueError("config.train.num_devices must be 0 (all devices) in multi-host runs.")
+    if num_devices > len(devices):
+      raise ValueError(f"config.train.num_devices={num_devices} but only {len(devices)} "
+                       "devices are visible; use 0 for all of them.")
+    devices = devices[:num_devices]
+  return Mesh(np.array(devices), (AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch: int, mesh: Mesh, what: str = "config.train.batch_size"):
+  n = mesh.devices.size
+  if global_batch % n:
+    up = -(-global_batch // n) * n
+    raise ValueError(
+        f"{what}={global_batch} (the global batch) is not divisible by the {n} devices in "
+        f"use. Set {what} to a multiple of {n} (e.g. {up}) or choose the device count with "
+        "config.train.num_devices.")
+
+
+def local_batch_size(global_batch: int, mesh: Mesh) -> int:
+  """This process's share of a global batch."""
+  check_batch_size(global_batch, mesh)
+  n_local = sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+  return global_batch * n_local // mesh.devices.size
+
+
+def process_slice(global_batch: int, mesh: Mesh) -> slice:
+  """Which rows of a global batch this process feeds (contiguous, in device order)."""
+  local = local_batch_size(global_batch, mesh)
+  procs = [d.process_index for d in mesh.devices.flat]
+  first = procs.index(jax.process_index())
+  start = first * global_batch // mesh.devices.size
+  return slice(start, start + local)
+
+
+def shard_batch(mesh: Mesh, batch):
+  """Host-local NumPy batch (this process's rows) -> global arrays sharded over 'data'."""
+  sharding = batch_sharding(mesh)
+  return jax.tree_util.tree_map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+
+
+def replicate(mesh: Mesh, tree):
+  return jax.device_put(tree, replicated(mesh))
+
+
+def to_host(x) -> np.ndarray:
+  """Fetches a (possibly sharded, possibly multi-host) array as one NumPy array."""
+  if jax.process_count() == 1 or x.is_fully_addressable:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def is_main_process() -> bool:
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

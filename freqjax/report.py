@@ -1,0 +1,124 @@
+"""The run report: one Markdown page (report.md) in the workdir with the tables and figures
+of summary.json and the figures/ folder."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from freqjax import artifacts
+from freqjax.evaluation import shortcut
+
+
+def _table(header, rows) -> str:
+  out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+  return "\n".join(out)
+
+
+def _fig(workdir, name, alt) -> str:
+  return f"![{alt}](figures/{name})" if os.path.exists(os.path.join(workdir, "figures", name)) else ""
+
+
+def render(config, workdir: str, summary: dict) -> str:
+  names = summary["class_names"]
+  t = summary["dfm_threshold"]
+  with open(os.path.join(workdir, "train_results.json")) as f:
+    train = json.load(f)
+  sc = artifacts.load(os.path.join(workdir, "analysis", "shortcut.npz"), "shortcut")
+  dfm_meta = artifacts.load(os.path.join(workdir, "analysis", "dfm.npz"), "dfm").meta
+  parts = [
+      f"# freqjax report: {config.data.name}, {config.model.name}",
+      "",
+      f"Workdir `{workdir}`. Model {config.model.name} (width ×{config.model.width_multiplier},"
+      f" {config.model.stem} stem), checkpoint step {summary['checkpoint_step']} "
+      f"(`{config.analysis.checkpoint}` by validation loss), dataset `{config.data.name}` "
+      f"({config.data.image_size}×{config.data.image_size}, {len(names)} classes).",
+      "",
+      "## Training",
+      f"Test accuracy **{100 * summary['test_accuracy']:.2f}%** after {train['steps']} steps "
+      f"({train['epochs_completed']} epochs).",
+      "",
+      _table(["class"] + names,
+             [["test accuracy"] + [f"{a:.3f}" for a in train["test_per_class_accuracy"]]]),
+      "",
+      "## ADCS (which frequencies distinguish each class)",
+      f"Variant: `{config.analysis.adcs}`.",
+      "",
+      _fig(workdir, "adcs.png", "ADCS"),
+      "",
+      "## Dominant frequency maps",
+      f"Candidates: {dfm_meta['candidates']['mode']}, patch {dfm_meta['patch_size']}, "
+      f"{dfm_meta['candidates']['num_candidates']} per class; ranking took "
+      f"{summary.get('dfm_seconds') or 0:.0f} s"
+      + (f" at {dfm_meta['rate_candidate_images_per_s']:.0f} candidate-images/s."
+         if dfm_meta.get("rate_candidate_images_per_s") else "."),
+      "",
+      _fig(workdir, "dfm_grid.png", "DFM grid"),
+      "",
+      _fig(workdir, "scores.png", "candidate scores"),
+      "",
+  ]
+  if "planted_recall" in summary:
+    rows = [[n, summary["planted_cells"][k], summary["dfm_cells"][k],
+             f"{summary['planted_recall'][k]:.2f}", f"{summary['planted_precision'][k]:.2f}",
+             f"{summary['top_planted_hits'][k]}/{summary['planted_cells'][k]}"]
+            for k, n in enumerate(names)]
+    parts += [
+        f"### Planted frequencies recovered (top {100 * t:g}% DFM)",
+        "Planted cells: both cells of each conjugate pair of the class's special "
+        "frequencies (C0..C2) or of its vocabulary (C3). Recall = planted cells in the DFM / "
+        "planted cells; precision = planted cells in the DFM / DFM cells; last column: "
+        "planted cells among the top-|planted| cells by score.",
+        "",
+        _table(["class", "planted cells", "DFM cells", "recall", "precision",
+                "top-|planted| hits"], rows),
+        "",
+    ]
+  parts += [
+      f"## Shortcut test (DFMs at {100 * t:g}%)",
+      "Each class's DFM filters the whole test set; TPR_k and FPR_k of class k on its own "
+      "DFM's images. High TPR with a small DFM marks a frequency shortcut; high FPR shows it "
+      "also pulls other classes to k. Last two columns: the DFM's frequencies removed "
+      "instead (DC kept).",
+      "",
+      shortcut.table(sc.arrays, names),
+      "",
+      _fig(workdir, "shortcut_tpr_fpr.png", "TPR/FPR"),
+      "",
+      _fig(workdir, "confusion_dfm.png", "confusion matrices"),
+      "",
+  ]
+  for name, ood in summary.get("ood", {}).items():
+    parts += [f"### OOD test set `{name}`", "",
+              _table(["class", "TPR", "FPR", "TPR unfiltered", "FPR unfiltered"],
+                     [[n, f"{ood['tpr'][k]:.3f}", f"{ood['fpr'][k]:.3f}",
+                       f"{ood['tpr_unfiltered'][k]:.3f}", f"{ood['fpr_unfiltered'][k]:.3f}"]
+                      for k, n in enumerate(names)]), ""]
+  if "learned_step" in summary:
+    views = list(summary["learned_step"])
+    rows = [[v] + [s if s >= 0 else "never" for s in summary["learned_step"][v]]
+            + [", ".join(summary["learned_first"][v]) or "-"] for v in views]
+    parts += [
+        "## Learning dynamics",
+        f"First evaluated step at which TPR - FPR >= {config.dynamics.threshold} per class, on "
+        f"each band-limited view of the test set (evaluated every "
+        f"{config.dynamics.every_steps} steps).",
+        "",
+        _table(["view"] + names + ["learned first"], rows),
+        "",
+        _fig(workdir, "dynamics.png", "learning dynamics"),
+        "",
+    ]
+  parts += ["## Time per stage (s)", "",
+            _table(list(summary["stage_seconds"]), [list(summary["stage_seconds"].values())]),
+            ""]
+  return "\n".join(parts)
+
+
+def write(config, workdir: str, summary: dict) -> str:
+  path = os.path.join(workdir, "report.md")
+  artifacts.write_text(path, render(config, workdir, summary))
+  return path

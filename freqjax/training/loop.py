@@ -1,0 +1,251 @@
+"""The training program: `train_and_evaluate(config, workdir)`.
+
+Data parallel with `jax.jit` over one 'data' mesh: the global batch is sharded over every
+device (of every process), parameters and optimiser state are replicated, the gradient
+all-reduce and BatchNorm's batch statistics span the global batch. (The official multi-GPU
+runs used PyTorch Lightning's DataParallel-style defaults, where BatchNorm statistics are
+computed per GPU; here they are global, so results do not depend on the device count.)
+
+Per epoch: train, evaluate the validation split (a seeded 10 % of the train split), step
+ReduceLROnPlateau on the validation loss, save a checkpoint. At the end: test. A rerun with
+the same workdir resumes from the latest good checkpoint and ends with the same parameters
+as an uninterrupted run: data order depends only on (seed, epoch), randomness only on
+(seed, step), and checkpoints carry the position inside the epoch.
+
+Workdir: config.json, checkpoints/, metrics.jsonl, tensorboard/, train_results.json.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from tqdm import tqdm
+
+from freqjax import artifacts, config as config_lib, models, parallel
+from freqjax.data import augment, datasets, loader as loader_lib
+from freqjax.evaluation import dynamics, inference, metrics
+from freqjax.training import checkpoint, logs, state as state_lib
+
+
+def make_train_step(model, config, mesh, tx):
+  transform = augment.make_train_transform(config)
+
+  def step(state, batch, rng):
+    key = jax.random.fold_in(rng, state.step)
+    k_aug, k_drop = jax.random.split(key)
+    x = transform(k_aug, batch["image"])
+    labels = batch["label"]
+
+    def loss_fn(params):
+      logits, updates = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+          mutable=["batch_stats"], rngs={"dropout": k_drop})
+      logits = logits.astype(jnp.float32)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, (logits, updates)
+
+    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    upd, opt_state = tx.update(grads, state.opt_state, state.params)
+    new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, upd),
+                        batch_stats=updates["batch_stats"], opt_state=opt_state)
+    acc = jnp.mean(jnp.argmax(logits, -1) == labels)
+    return new, {"loss": loss, "accuracy": acc}
+
+  repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  return jax.jit(step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
+                 donate_argnums=(0,))
+
+
+def _loaders(config, ds, mesh):
+  t = config.train
+  train_src, test_src = ds.source("train"), ds.source("test")
+  train_idx, val_idx = datasets.train_val_indices(len(train_src), config.data.val_fraction,
+                                                  config.seed)
+  rows = parallel.process_slice(t.batch_size, mesh)
+  erows = parallel.process_slice(t.eval_batch_size, mesh)
+  train = loader_lib.Loader(train_src, train_idx, t.batch_size, shuffle=True, seed=config.seed,
+                            drop_remainder=True, rows=rows, prefetch=t.prefetch)
+  mk = lambda src, idx: loader_lib.Loader(src, idx, t.eval_batch_size, shuffle=False,
+                                          drop_remainder=False, rows=erows, prefetch=t.prefetch)
+  return train, mk(train_src, val_idx), mk(test_src, np.arange(len(test_src)))
+
+
+def setup(config, workdir: str | None = None):
+  """Validated config, mesh, prepared dataset and model (shared by training and analysis)."""
+  config_lib.validate(config)
+  mesh = parallel.make_mesh(config.train.num_devices)
+  parallel.check_batch_size(config.train.batch_size, mesh)
+  parallel.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
+  ds = datasets.prepare(config.data)
+  if ds.num_classes != config.data.num_classes:
+    raise ValueError(f"The dataset has {ds.num_classes} classes but config.data.num_classes "
+                     f"is {config.data.num_classes}; make them agree.")
+  model = models.from_config(config.model, ds.num_classes)
+  return mesh, ds, model
+
+
+def init_state(config, model, mesh, tx):
+  init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+  create = functools.partial(state_lib.create, model, tx, image_size=config.data.image_size)
+  return jax.jit(create, out_shardings=parallel.replicated(mesh))(init_rng)
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains (or resumes) the model of `config` in `workdir`; returns the final results."""
+  workdir = os.path.abspath(workdir)
+  mesh, ds, model = setup(config, workdir)
+  t = config.train
+  main = parallel.is_main_process()
+  if main:
+    os.makedirs(workdir, exist_ok=True)
+    artifacts.write_json(os.path.join(workdir, "config.json"), config)
+
+  train_loader, val_loader, test_loader = _loaders(config, ds, mesh)
+  tx = state_lib.make_optimizer(t)
+  state = init_state(config, model, mesh, tx)
+  train_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
+  ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
+  restored = ckpts.restore_latest(checkpoint.abstract(state, parallel.replicated(mesh)))
+  host = {"epoch": 0, "batch": 0, "done": False,
+          "plateau": state_lib.Plateau(lr=t.lr, factor=t.plateau_factor,
+                                       patience=t.plateau_patience,
+                                       threshold=t.plateau_threshold).to_dict()}
+  if restored is not None:
+    state, host, ck_step = restored
+    logging.info("Resumed from checkpoint %d (epoch %d, batch %d) in %s", ck_step,
+                 host["epoch"], host["batch"], ckpts.directory)
+  plateau = state_lib.Plateau.from_dict(host["plateau"])
+  step = int(state.step)
+  writer = logs.MetricWriter(workdir, resume_step=step if restored is not None else None)
+
+  steps_per_epoch = len(train_loader)
+  total = t.epochs * steps_per_epoch
+  if t.max_steps > 0:
+    total = min(total, t.max_steps)
+  evaluators = []
+  if config.dynamics.every_steps > 0:
+    evaluators.append(dynamics.BandViewEvaluator(config, model, mesh, test_loader,
+                                                 ds.class_names))
+  train_step = make_train_step(model, config, mesh, tx)
+  eval_step = inference.make_eval_step(model, config, mesh)
+  if step == 0:
+    for ev in evaluators:
+      if ev.due(0):
+        ev(state.variables, 0, writer)
+
+  bar = tqdm(total=total * t.batch_size, initial=step * t.batch_size, unit="img",
+             unit_scale=True, dynamic_ncols=True, disable=not (main and t.progress),
+             desc="train")
+  epoch, t0, step0 = host["epoch"], time.time(), step
+  while step < total and epoch < t.epochs:
+    start = host["batch"] if epoch == host["epoch"] else 0
+    b_in_epoch, pending = start, []
+    for batch in train_loader.epoch(epoch, start):
+      if step >= total:
+        break
+      state, m = train_step(state, parallel.shard_batch(mesh, batch), train_rng)
+      step += 1
+      b_in_epoch += 1
+      pending.append(m)
+      bar.update(t.batch_size)
+      if step % t.log_every_steps == 0:
+        fetched = jax.device_get(pending)
+        means = {k: float(np.mean([p[k] for p in fetched])) for k in fetched[0]}
+        means["lr"] = plateau.lr
+        writer.write(step, "train", means)
+        bar.set_postfix(epoch=epoch, loss=f"{means['loss']:.4f}", lr=f"{plateau.lr:g}")
+        pending = []
+      for ev in evaluators:
+        if ev.due(step):
+          ev(state.variables, step, writer)
+    val = inference.evaluate(eval_step, state.variables, val_loader, mesh)
+    complete = b_in_epoch == steps_per_epoch
+    if complete:
+      lr = plateau.step(val["loss"])
+      state = state_lib.with_learning_rate(state, lr)
+      epoch += 1
+      host = dict(host, epoch=epoch, batch=0)
+    else:
+      host = dict(host, epoch=epoch, batch=b_in_epoch)
+    host["plateau"] = plateau.to_dict()
+    host["done"] = step >= total or epoch >= t.epochs
+    writer.write(step, "val", {"loss": val["loss"], "accuracy": val["accuracy"],
+                               "epoch": epoch, "lr": plateau.lr})
+    ckpts.save(step, state, host, val["loss"])
+    logging.info("epoch %d step %d: val loss %.4f acc %.4f lr %g", epoch, step, val["loss"],
+                 val["accuracy"], plateau.lr)
+    if not complete:
+      break
+  bar.close()
+  elapsed = time.time() - t0
+
+  test = inference.evaluate(eval_step, state.variables, test_loader, mesh)
+  tpr, fpr = metrics.tpr_fpr(test["confusion"])
+  results = {
+      "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+      "test_per_class_accuracy": metrics.per_class_accuracy(test["confusion"]).tolist(),
+      "test_tpr": tpr.tolist(), "test_fpr": fpr.tolist(),
+      "test_confusion": test["confusion"].tolist(), "class_names": ds.class_names,
+      "steps": step, "epochs_completed": host["epoch"], "best_checkpoint": ckpts.best_step(),
+      "train_seconds_this_run": elapsed,
+      "train_images_per_second_this_run": (step - step0) * t.batch_size / max(elapsed, 1e-9),
+      "dataset": ds.path, "model": config.model.name, "devices": int(mesh.devices.size),
+      "processes": jax.process_count(), "done": bool(host["done"]),
+  }
+  writer.write(step, "test", {"loss": test["loss"], "accuracy": test["accuracy"]})
+  writer.close()
+  ckpts.close()
+  if main:
+    artifacts.write_json(os.path.join(workdir, "train_results.json"), results)
+  logging.info("test accuracy %.4f after %d steps", test["accuracy"], step)
+  return results
+
+
+def restore_model(config, workdir: str, which="best"):
+  """(model, variables, info) of a trained workdir, checked against the config's model.
+
+  `which`: 'best', 'latest' or a step. A checkpoint of another model or class count fails
+  with a message that names both.
+  """
+  mesh, ds, model = setup(config, workdir)
+  tx = state_lib.make_optimizer(config.train)
+  state = jax.eval_shape(functools.partial(state_lib.create, model, tx,
+                                           image_size=config.data.image_size),
+                         jax.random.key(0))
+  ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+  abstract = checkpoint.abstract(state, parallel.replicated(mesh))
+  try:
+    restored, host, step = ckpts.restore(which, abstract)
+  except FileNotFoundError:
+    raise
+  except Exception as e:  # shape or structure mismatch
+    trained = _trained_as(workdir)
+    raise ValueError(
+        f"The checkpoint in {workdir} does not fit the configured model "
+        f"{config.model.name} (width {config.model.width_multiplier}, "
+        f"{config.data.num_classes} classes): it was trained as {trained}. Use the config "
+        f"the run was trained with. ({type(e).__name__}: {str(e)[:300]})") from e
+  finally:
+    ckpts.close()
+  info = {"workdir": workdir, "checkpoint_step": int(step), "which": str(which),
+          "val_loss": host.get("val_loss")}
+  return model, restored.variables, info, mesh, ds
+
+
+def _trained_as(workdir: str) -> str:
+  path = os.path.join(workdir, "config.json")
+  try:
+    with open(path) as f:
+      c = json.load(f)
+    return (f"{c['model']['name']} (width {c['model']['width_multiplier']}, "
+            f"{c['data']['num_classes']} classes) according to {path}")
+  except Exception:  # pylint: disable=broad-except
+    return "another model (no readable config.json in the workdir)"

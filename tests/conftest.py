@@ -1,0 +1,34 @@
+"""Test set-up: four CPU devices for every test process (multi-device code is tested on the
+CPU with forced host devices), quiet logs, and small shared fixtures."""
+
+import os
+
+# Must happen before JAX initialises its backends.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=4").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f"{SHARED_DATA} (the shared real-image data) is not present")
+  return SHARED_DATA
+
+
+def load_config(spec: str):
+  """Loads configs/<file>.py:<variant> as the launchers do."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  file, _, variant = spec.partition(":")
+  s = importlib.util.spec_from_file_location("cfg_" + pathlib.Path(file).stem, REPO / file)
+  m = importlib.util.module_from_spec(s)
+  s.loader.exec_module(m)
+  return m.get_config(variant or None)
