@@ -17,6 +17,19 @@ Conventions
   rounds; we follow the reference, not a blanket "round"). Chained ops therefore see
   exactly the uint8 images PIL/torchvision would see.
 
+Public API
+----------
+``auto_augment(key, image)``, ``apply_subpolicy(image, policy_id, apply, positive)``,
+``augmix(key, image, severity=3, mixture_width=3, chain_depth=-1, alpha=1.0, all_ops=True,
+interpolation="bilinear")``, ``augmix_with_weights(key, image, orig_weight, chain_weights,
+...)``, ``sample_augmix_weights(key, mixture_width=3, alpha=1.0)``, ``quantize(img)`` and the
+single ops ``shear_x/shear_y(img, level)``, ``translate_x/translate_y(img, pixels)``,
+``rotate(img, degrees)`` (``interpolation="nearest"`` = PIL, ``"bilinear"`` = torchvision
+tensor), ``brightness/color/contrast/sharpness(img, factor, flavour="pil"|"tensor")``,
+``posterize(img, bits)``, ``solarize(img, threshold)``, ``invert(img)``,
+``autocontrast(img, flavour)``, ``equalize(img)``; constants ``IMAGENET_POLICY``,
+``AUGMIX_OPS``.
+
 What is reproduced
 ------------------
 ``auto_augment(key, image)`` = ``AutoAugment(AutoAugmentPolicy.IMAGENET)`` with its defaults
@@ -25,7 +38,7 @@ What is reproduced
 * the 25 ImageNet sub-policies (``IMAGENET_POLICY``), one drawn uniformly; each of its two
   ops applied iff ``u <= p`` with ``u ~ U[0, 1)``; signed ops negated with probability 1/2;
 * torchvision's 10-bin magnitude tables, including ``torch.linspace``'s float32 values
-  (emulated bit-for-bit) and the float64 arithmetic between table and PIL call:
+  (emulated, see below) and the float64 arithmetic between table and PIL call:
   ShearX/Y ``0..0.3`` (applied as ``tan(atan(m))``, centre ``(0, 0)``), TranslateX/Y
   ``0..150/331 * W`` (resp. ``H``, truncated with ``int``), Rotate ``0..30`` degrees about
   the image centre, Brightness/Color/Contrast/Sharpness factor ``1 +- 0..0.9``, Posterize
@@ -41,7 +54,8 @@ What is reproduced
   - AutoContrast: PIL builds its LUT with ``int(ix * scale + offset)`` in float64, which
     lands one level low at ~12k ``(lo, hi, ix)`` points where the exact value is an
     integer (e.g. the maximum maps to 254 when ``hi - lo == 25``). We use exact integer
-    arithmetic plus a table of exactly those points (built once with numpy float64);
+    arithmetic plus a packed bit table of exactly those points (built once with numpy
+    float64, 23 KiB);
   - Equalize: PIL's integer LUT (``step = (n - h[last]) // 255``), clipped to 255;
   - Brightness/Color/Contrast/Sharpness: ``Image.blend`` in C ``float`` with truncation;
     Color's grey image uses PIL's ``L = (19595 R + 38470 G + 7471 B + 2^15) >> 16``;
@@ -69,35 +83,56 @@ torchvision's ``AugMix.forward`` converts a PIL input to a uint8 *tensor* and ru
   ``clamp(r * a + (1 - r) * b).to(uint8)``. Equalize/Posterize/Solarize/Invert are
   identical to PIL's.
 
+Implementation notes
+--------------------
+* Every random op is one ``lax.switch`` over four kernel kinds (affine warp; pointwise
+  posterize/solarize/invert/identity; LUT autocontrast/equalize; enhance blends), the op
+  within a kind and its magnitude being parameters looked up from host-built tables
+  (trace time, per static ``H, W``). Under ``vmap`` XLA evaluates all four kinds and
+  selects, which is cheap for these ops.
+* Each call draws all its randomness with ONE ``jax.random.bits`` call (PRNG calls
+  dominate CPU compile time): integers as ``bits % n`` (bias < n / 2**32), uniforms with
+  24-bit resolution. For ``alpha == 1`` the Dirichlets are normalised Exp(1) draws (the
+  same distribution as ``jax.random.dirichlet``, without its gamma sampler).
+* Products that the references round on their own before an addition are computed as
+  sums of exact 12-bit partial products (``_mul_rn``), so XLA's FMA contraction (which
+  XLA CPU does apply to ``a + b * c``) cannot change PIL's truncation results.
+
 Known deviations
 ----------------
 * Random streams: JAX PRNG instead of torch's global generator (same distributions).
-  ``jax.random.dirichlet`` replaces ``torch._sample_dirichlet``.
+* Magnitude tables: ``torch.linspace`` is emulated as ATen's scalar CPU kernel computes it
+  in float32 (first half ``start + step * i``, second half ``end - step * (n - 1 - i)``),
+  e.g. Color/Contrast bin 8 is 0.79999995, not 0.8. Not verified against a torch build
+  here (none was available); a torch build that contracts those into FMAs could differ in
+  the last bit of a bin, which moves a PIL result only at exact rounding ties.
 * AugMix tensor kernels: torch's float32 accumulation order inside ``bmm`` (grid),
   ``grid_sample`` and ``conv2d`` (blur) is not specified; we use a fixed order, so a
   value that lands within float32 rounding of a .5 tie (rounding) or of an integer
   (truncation) can differ by one level. ``interpolation="nearest"`` in AugMix uses PIL's
   ``floor`` rule rather than ``grid_sample``'s ``nearbyint`` (they differ only on exact
-  half-pixel ties).
-* Device floating point: the PIL blends are reproduced with float32 ``a + f * (b - a)``;
-  a backend that contracts this into an FMA (possible on GPU) can move a value lying
-  within one ulp of an integer by one level (max error 1/255, never observed on CPU).
+  half-pixel ties). These kernels are tested against their definitions, not against
+  torch (not installed).
+* AugMix's final ``.to(uint8)`` truncates the float mix, as torchvision does, so outputs
+  are biased down by up to one level relative to rounding (e.g. weights summing to
+  1 - 1e-7 on an unchanged image lower some levels by one).
 * The individual ops below accept traced magnitudes too (e.g. ``jax.jit(rotate)(img,
   deg)``). Then the affine coefficients are computed in float32 on the device instead of
   float64 on the host (and without PIL's 15-decimal rounding of cos/sin): rotations and
-  shears can differ from PIL at a few isolated pixels (rounding of rotation sampling).
-  ``auto_augment``/``augmix`` and calls with Python-number magnitudes always use the exact
-  host-computed tables.
+  shears can differ from PIL at a few isolated pixels (rounding of rotation sampling;
+  < 2% of pixels in the tests, typically none). ``auto_augment``/``augmix`` and calls with
+  Python-number magnitudes always use the exact host-computed tables.
 * Limits of exactness: coordinates must stay within PIL's fixed-point range (|x| < 32768,
   i.e. any sane image size); Contrast's integer mean needs ``H * W < 4.2M`` pixels;
-  ``H, W >= 3``.
+  ``H, W >= 3``. Exactness was verified on CPU; a GPU backend is expected to agree (all
+  PIL paths are integer arithmetic or protected products) but was not available to test.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -180,7 +215,6 @@ AUGMIX_OPS: tuple = (
 _NUM_BINS = 10
 _GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 _ENHANCE = ("Brightness", "Color", "Contrast", "Sharpness")
-_SIGNED = _GEOMETRIC + _ENHANCE
 _F32 = jnp.float32
 
 # --------------------------------------------------------------------------------------
@@ -700,11 +734,18 @@ def _op_params(name, mag, h, w, interpolation):
 
 
 def _torch_linspace(start: float, end: float, steps: int) -> np.ndarray:
-    """float32 values of ``torch.linspace(start, end, steps)`` (CPU kernel arithmetic)."""
+    """float32 values of ``torch.linspace(start, end, steps)``.
+
+    ATen's CPU kernel (scalar path, taken for tensors this small): ``step = (end - start) /
+    (steps - 1)`` in float32; index ``i < steps // 2`` is ``start + step * i``, the rest
+    ``end - step * (steps - 1 - i)``."""
     s, e = np.float32(start), np.float32(end)
     step = (e - s) / np.float32(steps - 1)
     half = steps // 2
-    vals = [s + step * np.float32(i) if i < half else e - step * np.float32(steps - i - 1) for i in range(steps)]
+    vals = [
+        s + step * np.float32(i) if i < half else e - step * np.float32(steps - i - 1)
+        for i in range(steps)
+    ]
     return np.asarray(vals, np.float32)
 
 
@@ -936,7 +977,10 @@ def _augmix_core(bits, image, orig_weight, chain_weights, severity, chain_depth,
         depth = 1 + _randint(bits[3 * steps : 3 * steps + width], 3)  # U{1, 2, 3}
     active = jnp.arange(max_depth)[None, :] < depth[:, None]
     b, fp, ip = _mask_identity(
-        active, jnp.asarray(branch)[op], jnp.asarray(fps)[op, bins, sign], jnp.asarray(ips)[op, bins, sign]
+        active,
+        jnp.asarray(branch)[op],
+        jnp.asarray(fps)[op, bins, sign],
+        jnp.asarray(ips)[op, bins, sign],
     )
     # One flat scan over all (chain, step) pairs: a chain restarts from x at its first step
     # and is added to the mix, weighted, after its last step (torchvision's order).
