@@ -63,10 +63,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.train_split = "train"
   c.data.test_split = "val"
   c.data.storage_size = 0  # train images stored at this size (0 = image_size)
+  c.data.test_manual_dir = ""  # root of the test split, if not manual_dir (e.g. SIN studies)
 
   c.augment = ml_collections.ConfigDict()
   c.augment.crop = "pad_crop"  # 'pad_crop' | 'random_resized_crop' | 'none'
   c.augment.pad = 4
+  c.augment.pad_mode = "zeros"  # 'zeros' (torchvision Pad) | 'mean' | 'wrap' (circular)
   c.augment.flip = True
   c.augment.rrc_scale = (0.08, 1.0)
   c.augment.rrc_ratio = (3.0 / 4.0, 4.0 / 3.0)

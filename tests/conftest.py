@@ -32,3 +32,23 @@ def load_config(spec: str):
   m = importlib.util.module_from_spec(s)
   s.loader.exec_module(m)
   return m.get_config(variant or None)
+
+
+def tiny_synthetic_config(data_dir, **overrides):
+  """A seconds-long synthetic training config: width-4 ResNet-18, 160 train images."""
+  c = load_config("configs/synthetic.py:syn1")
+  c.data.data_dir = str(data_dir)
+  c.data.synthetic.train_per_class, c.data.synthetic.test_per_class = 40, 10
+  c.model.width_multiplier = 1 / 16
+  c.train.batch_size, c.train.eval_batch_size = 8, 16
+  c.train.epochs, c.train.log_every_steps = 2, 1
+  c.train.progress = False
+  c.train.prefetch = 0
+  c.dynamics.every_steps = 0
+  for key, value in overrides.items():
+    node = c
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return c

@@ -6,8 +6,10 @@ The official training transform (torchvision, on PIL images) is
 and the evaluation transform Resize((size, size)) -> ToTensor -> Normalize. Here:
 - `crop='random_resized_crop'` reproduces the official chain (torchvision's sampling: ten
   tries of scale and log-ratio, then the centre-crop fallback; bilinear, antialiased resize);
-- `crop='pad_crop'` (the synthetic presets) is Pad(4, zeros) + random size×size crop, which
-  keeps every frequency's magnitude, as synthetic.md asks;
+- `crop='pad_crop'` (the synthetic presets) is Pad(4) + random size×size crop; with
+  `pad_mode='wrap'` the crop is a circular shift, which keeps every frequency's magnitude
+  exactly, as synthetic.md asks ('zeros' pads black pixels as torchvision's Pad does, 'mean'
+  pads the dataset's mean colour, i.e. zeros after normalisation);
 - evaluation resizes only when the stored size differs from `image_size` (test splits are
   stored already resized, exactly as the official `Resize`).
 
@@ -45,8 +47,17 @@ def flip(key, img):
   return jnp.where(jax.random.bernoulli(key), img[:, ::-1], img)
 
 
-def pad(img, p: int):
-  return jnp.pad(img, ((p, p), (p, p), (0, 0)))
+def pad(img, p: int, mode: str = "zeros", mean=None):
+  """Pads p pixels on every side: 'zeros' (black, torchvision's Pad), 'mean' (the dataset
+  mean colour, i.e. zeros after normalisation) or 'wrap' (circular)."""
+  widths = ((p, p), (p, p), (0, 0))
+  if mode == "zeros":
+    return jnp.pad(img, widths)
+  if mode == "mean":
+    return jnp.pad(img - jnp.asarray(mean, img.dtype), widths) + jnp.asarray(mean, img.dtype)
+  if mode == "wrap":
+    return jnp.pad(img, widths, mode="wrap")
+  raise ValueError(f"Unknown pad mode {mode!r}; use 'zeros', 'mean' or 'wrap'.")
 
 
 def random_crop(key, img, size: int):
@@ -112,7 +123,7 @@ def make_train_transform(config) -> Callable:
     k_flip, k_crop, k_policy = jax.random.split(key, 3)
     x = img.astype(jnp.float32) / 255.0
     if a.pad:
-      x = pad(x, int(a.pad))
+      x = pad(x, int(a.pad), a.pad_mode, d.mean)
     if a.flip:
       x = flip(k_flip, x)
     if a.crop == "pad_crop":

@@ -125,7 +125,7 @@ def make_builder(data_config):
       raise ValueError(
           "config.data.manual_dir is empty: set it to the dataset root laid out as "
           "<root>/<split>/<class folder>/<image> (e.g. --config.data.manual_dir=/data/imagenet10).")
-    test_root = d.get("test_manual_dir", "") or d.manual_dir
+    test_root = d.test_manual_dir or d.manual_dir
     splits = {
         "train": {"root": d.manual_dir, "folder": d.train_split,
                   "size": int(d.storage_size or d.image_size)},

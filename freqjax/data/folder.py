@@ -36,21 +36,27 @@ def _norm(name: str) -> str:
   return name.lower().replace("_", " ").replace("-", " ").strip()
 
 
+def _matches(folder_name: str, key: str) -> bool:
+  if folder_name == key or folder_name.startswith(f"{key}_") or _norm(folder_name) == _norm(key):
+    return True
+  head, _, tail = folder_name.partition("_")
+  return bool(tail) and head[:1] == "n" and head[1:].isdigit() and _norm(tail) == _norm(key)
+
+
 def match_class_folders(split_dir: pathlib.Path, classes: Sequence[str],
                         alt_names: Sequence[str] = ()) -> list[pathlib.Path]:
   """The folder of each class, in class-index order.
 
-  A class key matches a folder named exactly as the key, `<key>_<anything>` (Tiny ImageNet's
-  `n02123045_tabby_cat`), or the class's name with spaces/underscores/case ignored. `classes`
-  holds WNIDs or names; `alt_names` optional names for the same classes.
+  A class key matches a folder named exactly as the key, `<key>_<anything>` or
+  `<WNID>_<key>` (Tiny ImageNet's `n02123045_tabby_cat` matches 'n02123045' and 'tabby cat'),
+  or the key with spaces/underscores/case ignored. `classes` holds WNIDs or names;
+  `alt_names` optional names for the same classes.
   """
   folders = sorted(p for p in split_dir.iterdir() if p.is_dir())
   found = []
   for i, key in enumerate(classes):
     keys = [key] + ([alt_names[i]] if i < len(alt_names) else [])
-    hits = [f for f in folders
-            if any(f.name == k or f.name.startswith(f"{k}_") or _norm(f.name) == _norm(k)
-                   for k in keys)]
+    hits = [f for f in folders if any(_matches(f.name, k) for k in keys)]
     if not hits:
       raise FolderDatasetError(
           f"Class {key!r} has no folder in {split_dir}. Folders found: "

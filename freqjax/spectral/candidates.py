@@ -58,6 +58,10 @@ class CandidateSet:
       out[np.ix_(rows, cols)] = scores[k]
     return out
 
+  def subset(self, index) -> "CandidateSet":
+    """The candidates at `index` (for tests and partial runs; no score-map writes)."""
+    return dataclasses.replace(self, rects=self.rects[np.asarray(index)], writes=())
+
   def describe(self) -> dict:
     return {"size": self.size, "patch_size": self.patch, "mode": self.mode,
             "num_candidates": len(self)}

@@ -1,0 +1,76 @@
+"""Model zoo: parameter counts equal the PyTorch originals; registry errors; options."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from freqjax import models
+
+# Trainable parameters of the official PyTorch models (BN scale and bias, no running stats).
+ORIGINAL_COUNTS = {
+    "resnet18": (11_173_962, 11_170_884), "resnet34": (21_282_122, 21_279_044),
+    "resnet50": (23_520_842, 23_508_548), "resnet101": (42_512_970, 42_500_676),
+    "vgg11": (9_231_114, 9_228_036), "vgg16": (14_728_266, 14_725_188),
+    "alexnet": (24_335_584, 24_311_008),
+}
+
+
+def _count(name, num_classes, size=32, **kw):
+  model = models.create(name, num_classes=num_classes, **kw)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))
+  return models.count_params(shapes["params"])
+
+
+@pytest.mark.parametrize("name", sorted(ORIGINAL_COUNTS))
+def test_parameter_counts_equal_the_originals(name):
+  ten, four = ORIGINAL_COUNTS[name]
+  assert _count(name, 10) == ten
+  assert _count(name, 4) == four
+
+
+def test_counts_do_not_depend_on_input_size_for_the_cifar_resnet():
+  assert _count("resnet18", 10, size=224) == 11_173_962
+  assert _count("resnet18", 10, size=64, stem="imagenet") == 11_173_962 - 64 * 3 * 9 + 64 * 3 * 49
+
+
+def test_width_multiplier_narrows_the_network():
+  full, narrow = _count("resnet18", 10), _count("resnet18", 10, width_multiplier=0.25)
+  assert narrow < full / 12
+
+
+def test_unknown_model_lists_the_known_ones():
+  with pytest.raises(ValueError, match=r"Unknown model 'resnet19'.*resnet18.*vgg16"):
+    models.create("resnet19", num_classes=10)
+
+
+@pytest.mark.parametrize("name,size,kw", [("resnet18", 32, {}), ("resnet50", 224, {}),
+                                          ("resnet50", 64, {"stem": "imagenet"}),
+                                          ("vgg16", 224, {}), ("alexnet", 32, {})])
+def test_forward_shapes_in_both_modes(name, size, kw):
+  model = models.create(name, num_classes=7, width_multiplier=0.125, **kw)
+  x = jnp.ones((2, size, size, 3))
+  v = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  assert jax.eval_shape(lambda v: model.apply(v, x, train=False), v).shape == (2, 7)
+  out, upd = jax.eval_shape(lambda v: model.apply(
+      v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)}), v)
+  assert out.shape == (2, 7)
+  assert jax.tree_util.tree_structure(upd["batch_stats"]) == jax.tree_util.tree_structure(
+      v["batch_stats"])
+
+
+def test_bfloat16_compute_keeps_float32_params():
+  model = models.create("resnet18", num_classes=4, width_multiplier=0.125, dtype="bfloat16")
+  x = jnp.ones((1, 16, 16, 3))
+  v = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(v["params"]))
+  assert jax.eval_shape(lambda v: model.apply(v, x), v).dtype == jnp.bfloat16
+
+
+def test_pytorch_default_init_scale():
+  from freqjax.models import layers
+  conv = layers.Conv(64, kernel=3, use_bias=True)
+  v = conv.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]["Conv_0"]
+  bound = 1 / np.sqrt(27)  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = 3*3*3
+  for p in (np.asarray(v["kernel"]), np.asarray(v["bias"])):
+    assert np.abs(p).max() <= bound and np.abs(p).max() > 0.8 * bound
