@@ -53,6 +53,7 @@ def run(main) -> None:
   def wrapped(argv):
     logging.set_verbosity(logging.INFO)
     quiet_library_logs()
+    enable_compilation_cache()
     if "num_processes" in FLAGS:
       parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                       FLAGS.process_id)
@@ -60,6 +61,15 @@ def run(main) -> None:
 
   _check_config_overrides(sys.argv)
   app.run(wrapped)
+
+
+def enable_compilation_cache() -> None:
+  """Persists compiled XLA programs (default ~/.cache/freqjax/xla) so reruns start fast."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if not jax.config.jax_compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", os.environ.get(
+        "FREQJAX_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "freqjax", "xla")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def quiet_library_logs() -> None:

@@ -79,3 +79,11 @@ def top_fraction(score_map: np.ndarray, threshold: float) -> np.ndarray:
     raise ValueError(f"Threshold {threshold} keeps no cell of a {score_map.shape} map; "
                      f"use at least {1 / flat.size:.2g}.")
   return np.asarray(score_map) >= flat[-n]
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+  """Intersection over union of boolean maps along the last two axes (e.g. per class)."""
+  a, b = np.asarray(a, bool), np.asarray(b, bool)
+  inter = (a & b).sum(axis=(-2, -1))
+  union = (a | b).sum(axis=(-2, -1))
+  return np.where(union > 0, inter / np.maximum(union, 1), 1.0)

@@ -1,0 +1,109 @@
+"""The main job end to end on a seconds-long synthetic run, stage reuse, a launcher, and the
+analysis notebook executed top to bottom against the workdir this test produces."""
+
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+
+from freqjax import artifacts, pipeline
+from tests.conftest import REPO, tiny_synthetic_config
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("pipeline")
+  c = tiny_synthetic_config(tmp / "data", **{
+      "train.epochs": 3, "dynamics.every_steps": 6, "dynamics.until_step": 18,
+      "dynamics.views": ("full", "keep_b1"), "analysis.greedy": True,
+      "analysis.greedy_parallel": 16, "analysis.batch_size": 40})
+  workdir = tmp / "run"
+  summary = pipeline.run_pipeline(c, str(workdir))
+  return c, workdir, summary
+
+
+def test_pipeline_writes_everything(run):
+  c, workdir, summary = run
+  on_disk = json.loads((workdir / "summary.json").read_text())
+  assert on_disk["test_accuracy"] == summary["test_accuracy"]
+  for key in ("tpr", "fpr", "tpr_unfiltered", "fpr_unfiltered", "planted_recall",
+              "planted_precision"):
+    assert len(on_disk[key]) == 4 and all(0 <= v <= 1 for v in on_disk[key]), key
+  assert set(on_disk["learned_step"]) == {"full", "keep_b1"}
+  for name in ("adcs", "scores", "dfm", "shortcut", "greedy", "dynamics"):
+    art = artifacts.load(str(workdir / "analysis" / f"{name}.npz"), name)
+    if name in ("dfm", "scores", "adcs", "shortcut"):
+      assert art.meta["layout"] == "centred" and art.meta["classes"] == ["C0", "C1", "C2", "C3"]
+      assert art.meta["checkpoint"]["checkpoint_step"] > 0
+  dfm = artifacts.load(str(workdir / "analysis" / "dfm.npz"), "dfm")
+  assert dfm["dfm"].shape == (4, 4, 32, 32)
+  assert dfm.meta["thresholds"] == [0.01, 0.05, 0.1, 0.2] and dfm.meta["patch_size"] == 1
+  sizes = dfm["dfm"].reshape(4, 4, -1).sum(-1)
+  assert (sizes[1] >= 51).all() and (sizes[0] < sizes[1]).all()  # 5% of 1024 cells, ties kept
+  for fig in ("adcs", "dfm_grid", "scores", "confusion_unfiltered", "confusion_dfm",
+              "shortcut_tpr_fpr", "dynamics"):
+    assert (workdir / "figures" / f"{fig}.png").stat().st_size > 5000, fig
+  report = (workdir / "report.md").read_text()
+  for heading in ("## Training", "## ADCS", "## Dominant frequency maps",
+                  "### Planted frequencies recovered", "## Shortcut test", "## Learning dynamics"):
+    assert heading in report
+  assert "(figures/dfm_grid.png)" in report
+
+
+def test_rerun_reuses_finished_stages(run):
+  c, workdir, _ = run
+  files = ["analysis/adcs.npz", "analysis/dfm.npz", "analysis/shortcut.npz", "train_results.json"]
+  before = {f: os.path.getmtime(workdir / f) for f in files}
+  summary = pipeline.run_pipeline(c, str(workdir))
+  assert summary["stage_seconds"]["train"] == 0.0
+  assert {f: os.path.getmtime(workdir / f) for f in files} == before
+
+
+def test_dfm_launcher_prints_the_dfms_and_planted_overlap(run):
+  c, workdir, _ = run
+  args = [sys.executable, str(REPO / "launch/dfm.py"),
+          f"--config={REPO}/configs/synthetic.py:syn1", f"--workdir={workdir}",
+          f"--config.data.data_dir={c.data.data_dir}",
+          f"--config.data.synthetic.train_per_class={c.data.synthetic.train_per_class}",
+          f"--config.data.synthetic.test_per_class={c.data.synthetic.test_per_class}",
+          f"--config.model.width_multiplier={c.model.width_multiplier}",
+          "--config.train.batch_size=8", "--config.train.eval_batch_size=16"]
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "DFMs at 5% (paired candidates, patch 1, 32x32)" in out.stdout
+  assert out.stdout.count("planted") >= 4 and "recall" in out.stdout
+
+
+def test_checkpoint_of_another_model_is_refused(run):
+  c, workdir, _ = run
+  other = c.copy_and_resolve_references()
+  other.model.width_multiplier = 0.25
+  with pytest.raises(ValueError, match=r"does not fit the configured model resnet18 \(width "
+                                       r"0.25.*trained as resnet18 \(width 0.0625"):
+    pipeline.load_context(other, str(workdir))
+
+
+def test_notebook_runs_top_to_bottom(run):
+  _, workdir, _ = run
+  nb = nbformat.read(REPO / "notebooks" / "analyze_dfms.ipynb", as_version=4)
+  env_before = dict(os.environ)
+  os.environ["FREQJAX_WORKDIR"] = str(workdir)
+  os.environ["FREQJAX_COMPARE"] = str(workdir)
+  try:
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO)}}).execute()
+  finally:
+    os.environ.clear()
+    os.environ.update(env_before)
+  text = "\n".join(o.get("text", "") + json.dumps(o.get("data", {}))
+                   for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+  assert "image/png" in text
+  assert "planted recall" in text and "| C3 |" in text
+  assert "1.00 | 1.00 | 1.00 | 1.00" in text  # the run compared with itself: IoU 1
+  assert "resnet18 vs vgg11" in text
