@@ -7,7 +7,13 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/syn1_small
 CONFIG ?= configs/synthetic.py:syn1_small
 
-.PHONY: run test setup bench clean
+# On a CPU-only machine one XLA host device per core (a power of two up to 8, so that the
+# batch divides) nearly doubles training throughput; GPUs are used as they are.
+CPU_DEVICES ?= $(shell n=$$(nproc 2>/dev/null || echo 1); d=1; \
+  while [ $$((d * 2)) -le $$n ] && [ $$((d * 2)) -le 8 ]; do d=$$((d * 2)); done; echo $$d)
+export XLA_FLAGS ?= --xla_force_host_platform_device_count=$(CPU_DEVICES)
+
+.PHONY: run test setup clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -29,13 +29,18 @@ def get_config(arg=None):
   c.data.kind = "synthetic"
   c.data.synthetic.band = bands[0]
   c.data.name = f"syn{bands[0]}" + ("_small" if small else "")
-  c.dynamics.views = ("full", "keep_b1", "keep_b2", "keep_b3", "keep_b4")
+  # Learning dynamics: the full test set and the view that keeps only C3's band.
+  c.dynamics.views = ("full", f"keep_b{bands[0]}")
+  c.dynamics.until_step = 500
   if small:
     c.data.synthetic.train_per_class = 500
     c.data.synthetic.test_per_class = 100
     c.model.width_multiplier = 0.25  # width 16
-    c.train.epochs = 30
+    c.train.epochs = 10
     c.train.eval_batch_size = 200
-    c.dynamics.every_steps = 5
-    c.dynamics.until_step = 300
+    # Training seed 1: with seed 0 this preset's ResNet settles at ~95 % test accuracy for
+    # many epochs, telling C0 from C2 by one special frequency each (a shortcut; see README).
+    c.seed = 1
+    c.dynamics.every_steps = 10
+    c.dynamics.until_step = 200
   return c

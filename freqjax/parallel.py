@@ -103,3 +103,14 @@ def is_main_process() -> bool:
 def sync(name: str) -> None:
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def progress(**kwargs):
+  """A tqdm progress bar on process 0 (refreshing every 30 s when stderr is not a terminal,
+  so logs stay readable)."""
+  import sys  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  kwargs.setdefault("dynamic_ncols", True)
+  kwargs.setdefault("mininterval", 0.5 if sys.stderr.isatty() else 30.0)
+  kwargs["disable"] = kwargs.get("disable", False) or not is_main_process()
+  return tqdm(**kwargs)

@@ -153,15 +153,16 @@ def dynamics(dyn: Mapping, class_names: Sequence[str], path: str, threshold: flo
       continue
     for ci, name in enumerate(class_names):
       line, = ax.plot(dyn["steps"], dyn["tpr"][:, vi, ci] - dyn["fpr"][:, vi, ci], label=name)
+      ax.plot(dyn["steps"], dyn["tpr"][:, vi, ci], color=line.get_color(), ls=":", lw=0.8)
       if learned is not None and learned[vi, ci] >= 0:
         ax.axvline(learned[vi, ci], color=line.get_color(), ls=":", lw=0.8)
     ax.axhline(threshold, color="gray", ls="--", lw=0.8)
     ax.set_title(views[vi], fontsize=10)
     ax.set_xlabel("step")
-    ax.set_ylabel("TPR - FPR")
+    ax.set_ylabel("TPR - FPR (solid), TPR (dotted)")
     ax.set_ylim(-1.05, 1.05)
   axes.flat[0].legend(fontsize=7)
-  fig.suptitle("Learning dynamics on band-limited test views (dotted: learned)")
+  fig.suptitle("Learning dynamics on band-limited test views (vertical lines: learned)")
   return _save(fig, path)
 
 

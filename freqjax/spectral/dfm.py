@@ -29,7 +29,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from tqdm import tqdm
 
 from freqjax import artifacts, parallel
 from freqjax.spectral import candidates as cand_lib, fft, masks
@@ -138,8 +137,12 @@ class Engine:
     else:
       per_cand = self._bytes_per_candidate(num_images, image_shape)
       k = self.devices * max(1, int(self.budget // per_cand))
+    return self._cap(k, len(self.cands))
+
+  def _cap(self, k: int, num_candidates: int) -> int:
+    """Rounds up to a multiple of the device count, at most all candidates (rounded up)."""
     k = -(-k // self.devices) * self.devices
-    return min(k, -(-len(self.cands) // self.devices) * self.devices)
+    return min(k, -(-num_candidates // self.devices) * self.devices)
 
   def _bytes_per_candidate(self, n, image_shape) -> float:
     d = self.devices
@@ -158,26 +161,33 @@ class Engine:
     return float(n * np.prod(image_shape) * 4 * 64)  # ~64 activations the size of the input
 
   def rank(self, images: np.ndarray, labels: np.ndarray, class_indices, *,
-           store: ChunkStore | None = None, class_names=None) -> np.ndarray:
-    """Scores (len(class_indices), K): summed class CE with each candidate removed."""
-    _check_images(images, self.cands)
+           store: ChunkStore | None = None, class_names=None,
+           cands: cand_lib.CandidateSet | None = None) -> np.ndarray:
+    """Scores (len(class_indices), K): summed class CE with each candidate removed.
+
+    `cands` (same size and patch) overrides the engine's candidates for this call.
+    """
+    cands = self.cands if cands is None else cands
+    if (cands.size, cands.patch) != (self.cands.size, self.cands.patch):
+      raise ValueError("Candidates for one engine must share its image and patch size.")
+    _check_images(images, cands)
     labels = np.asarray(labels)
     class_indices = list(class_indices)
     per_class = {c: np.nonzero(labels == c)[0] for c in class_indices}
     for c, idx in per_class.items():
       if idx.size == 0:
         raise ValueError(f"Class {c} has no images in the ranking split.")
-    k_total = len(self.cands)
+    k_total = len(cands)
     largest = max(idx.size for idx in per_class.values())
-    chunk = self.chunk_size(largest, images.shape[1:])
+    chunk = self._cap(self.chunk_size(largest, images.shape[1:]), k_total)
     if store is not None:
       chunk = store.open(chunk)
     n_chunks = -(-k_total // chunk)
-    padded = np.concatenate([self.cands.rects,
-                             np.repeat(self.cands.rects[:1], n_chunks * chunk - k_total, 0)])
+    padded = np.concatenate([cands.rects,
+                             np.repeat(cands.rects[:1], n_chunks * chunk - k_total, 0)])
     total_work = sum(idx.size for idx in per_class.values()) * k_total
-    bar = tqdm(total=total_work, unit="cand-img", unit_scale=True, dynamic_ncols=True,
-               disable=not self.progress, desc=f"DFM ranking ({k_total} candidates)")
+    bar = parallel.progress(total=total_work, unit="cand-img", unit_scale=True,
+                            disable=not self.progress, desc=f"DFM ranking ({k_total} candidates)")
     out = np.empty((len(class_indices), k_total), np.float32)
     t0, done_work = time.time(), 0
     for ci, c in enumerate(class_indices):
@@ -196,7 +206,7 @@ class Engine:
           done_work += (hi - lo) * idx.size
           if store is not None:
             store.save(c, i, got)
-        _check_finite(got, c, lo, self.cands, class_names)
+        _check_finite(got, c, lo, cands, class_names)
         out[ci, lo:hi] = got
         bar.update((hi - lo) * idx.size)
         if done_work:
@@ -269,14 +279,13 @@ def greedy_removal(apply_fn: Callable, variables, mesh, images: np.ndarray, labe
   spectrum = jax.jit(fft.centred_spectrum, out_shardings=repl)(jnp.asarray(images, jnp.float32))
   labels = parallel.replicate(mesh, np.full(len(images), label, np.int32))
   removed = np.zeros((size, size), bool)
-  full = np.concatenate([np.zeros((1, 1, 6), np.int32)], axis=1)
-  counts0, _ = f(variables, removed, np.repeat(full, d, 0), spectrum, labels)
+  counts0, _ = f(variables, removed, np.zeros((d, 1, 6), np.int32), spectrum, labels)
   prev = int(parallel.to_host(counts0)[0])
   rect6 = np.concatenate([cands.rects, np.ones((len(cands), 1), np.int32)], axis=1)
   accepted = np.zeros(len(cands), bool)
   counts, evals, i = [prev], 1, 0
   order = np.asarray(order)
-  bar = tqdm(total=len(order), disable=not progress, desc=f"greedy class {label}")
+  bar = parallel.progress(total=len(order), disable=not progress, desc=f"greedy class {label}")
   while i < len(order):
     block = order[i:i + m]
     prefix = np.zeros((m, m, 6), np.int32)

@@ -27,10 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
-from tqdm import tqdm
 
 from freqjax import artifacts, config as config_lib, models, parallel
-from freqjax.data import augment, datasets, loader as loader_lib
+from freqjax.data import augment, loader as loader_lib
 from freqjax.evaluation import dynamics, inference, metrics
 from freqjax.training import checkpoint, logs, state as state_lib
 
@@ -65,6 +64,7 @@ def make_train_step(model, config, mesh, tx):
 
 
 def _loaders(config, ds, mesh):
+  from freqjax.data import datasets  # pylint: disable=g-import-not-at-top
   t = config.train
   train_src, test_src = ds.source("train"), ds.source("test")
   train_idx, val_idx = datasets.train_val_indices(len(train_src), config.data.val_fraction,
@@ -80,6 +80,9 @@ def _loaders(config, ds, mesh):
 
 def setup(config, workdir: str | None = None):
   """Validated config, mesh, prepared dataset and model (shared by training and analysis)."""
+  # tensorflow-datasets is imported here, not at module level, so that the training step can
+  # be benchmarked on machines without it (launch/gpu_bench.sh).
+  from freqjax.data import datasets  # pylint: disable=g-import-not-at-top
   config_lib.validate(config)
   mesh = parallel.make_mesh(config.train.num_devices)
   parallel.check_batch_size(config.train.batch_size, mesh)
@@ -141,9 +144,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if ev.due(0):
         ev(state.variables, 0, writer)
 
-  bar = tqdm(total=total * t.batch_size, initial=step * t.batch_size, unit="img",
-             unit_scale=True, dynamic_ncols=True, disable=not (main and t.progress),
-             desc="train")
+  bar = parallel.progress(total=total * t.batch_size, initial=step * t.batch_size, unit="img",
+                         unit_scale=True, disable=not t.progress, desc="train")
   epoch, t0, step0 = host["epoch"], time.time(), step
   while step < total and epoch < t.epochs:
     start = host["batch"] if epoch == host["epoch"] else 0
