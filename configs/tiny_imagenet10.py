@@ -38,7 +38,6 @@ def get_config(arg=None):
   d.class_folders = tuple(wnid for _, wnid in CLASSES)
   d.mean, d.std = config_lib.IMAGENET10_MEAN, config_lib.IMAGENET10_STD
   d.train_split, d.test_split = "train", "val"
-  d.test_manual_dir = ""
   c.augment.crop = "random_resized_crop"
   c.train.eval_batch_size = 250
   c.dynamics.views = ("full", "keep_b1", "remove_b1")

@@ -274,6 +274,9 @@ def run_shortcut_test(config, workdir: str, ctx: Context | None = None) -> artif
       parallel.sync("freqjax_shortcut")
       art = artifacts.load(path, "shortcut")
     if parallel.is_main_process():
+      artifacts.write_json(os.path.splitext(path)[0] + ".json", {
+          "test_set": name, "threshold": float(a.threshold), "classes": ctx.class_names,
+          **{k: v for k, v in art.arrays.items()}})
       print(f"Shortcut test on {name} with DFMs at {100 * float(a.threshold):g}%:")
       print(shortcut.table(art.arrays, ctx.class_names))
     out = out or art

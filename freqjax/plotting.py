@@ -159,10 +159,11 @@ def dynamics(dyn: Mapping, class_names: Sequence[str], path: str, threshold: flo
     ax.axhline(threshold, color="gray", ls="--", lw=0.8)
     ax.set_title(views[vi], fontsize=10)
     ax.set_xlabel("step")
-    ax.set_ylabel("TPR - FPR (solid), TPR (dotted)")
+    if vi % cols == 0:
+      ax.set_ylabel("TPR - FPR (solid), TPR (dotted)")
     ax.set_ylim(-1.05, 1.05)
   axes.flat[0].legend(fontsize=7)
-  fig.suptitle("Learning dynamics on band-limited test views (vertical lines: learned)")
+  fig.suptitle("Learning dynamics on band-limited test views (vertical lines: learned)", y=1.02)
   return _save(fig, path)
 
 

@@ -53,6 +53,9 @@ def test_pipeline_writes_everything(run):
                   "### Planted frequencies recovered", "## Shortcut test", "## Learning dynamics"):
     assert heading in report
   assert "(figures/dfm_grid.png)" in report
+  sc = json.loads((workdir / "analysis" / "shortcut.json").read_text())
+  assert sc["classes"] == ["C0", "C1", "C2", "C3"] and len(sc["tpr"]) == 4
+  np.testing.assert_allclose(sc["tpr"], summary["tpr"])
 
 
 def test_rerun_reuses_finished_stages(run):

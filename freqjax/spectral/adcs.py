@@ -41,7 +41,8 @@ def _batch_sums(x, labels, valid, num_classes: int, official: bool):
 def class_amplitude_sums(batches: Iterable[dict], num_classes: int, mesh=None,
                          variant: str = "paper"):
   """Sums of |F| per class over batches of {'image': normalised (B,H,W,3), 'label',
-  optional 'valid'}; returns (sums (C,H,W,3) float64, counts (C,))."""
+  optional 'valid'}; returns (sums (C,H,W,3) float64, counts (C,)). With a mesh, each batch
+  (the same on every process) is sharded over its devices and reduced on them."""
   official = _check_variant(variant)
   sums = counts = None
   ctx = jax.enable_x64(True) if official else contextlib.nullcontext()
@@ -56,8 +57,8 @@ def class_amplitude_sums(batches: Iterable[dict], num_classes: int, mesh=None,
     for b in batches:
       valid = b.get("valid", np.ones(len(b["label"]), bool))
       args = (np.asarray(b["image"]), np.asarray(b["label"], np.int32), np.asarray(valid))
-      if mesh is not None:
-        args = parallel.shard_batch(mesh, args)
+      if mesh is not None:  # every process holds the whole batch: a global array
+        args = jax.device_put(args, parallel.batch_sharding(mesh))
       s, n = fn(*args)
       s, n = np.asarray(s, np.float64), np.asarray(n, np.float64)
       sums = s if sums is None else sums + s

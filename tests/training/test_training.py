@@ -246,3 +246,17 @@ def test_unknown_model_in_config_lists_known_models(tmp_path):
   c = tiny_synthetic_config(tmp_path / "data", **{"model.name": "resnet-18"})
   with pytest.raises(ValueError, match=r"Unknown model 'resnet-18'.*Known models:.*resnet18"):
     loop.train_and_evaluate(c, str(tmp_path / "run"))
+
+
+def test_tiny_imagenet10_trains_a_narrow_resnet_for_a_few_steps(shared_data, tmp_path):
+  from tests.conftest import load_config
+  c = load_config("configs/tiny_imagenet10.py")
+  c.data.data_dir = str(tmp_path / "data")
+  c.model.width_multiplier = 1 / 16
+  c.train.batch_size, c.train.eval_batch_size, c.train.max_steps = 16, 100, 3
+  c.train.log_every_steps, c.train.progress = 1, False
+  results = loop.train_and_evaluate(c, str(tmp_path / "run"))
+  losses = [r["loss"] for r in _metrics(tmp_path / "run")]
+  assert len(losses) == 3 and all(np.isfinite(losses))
+  assert results["steps"] == 3 and len(results["test_confusion"]) == 10
+  assert sum(map(sum, results["test_confusion"])) == 500
