@@ -8,7 +8,7 @@ Random weights and images (rates do not depend on them). Prints a table and, las
 line with the keys engine, naive, plain, engine_vs_plain, engine_vs_naive (+ context).
 """
 
-from absl import app, flags
+from absl import flags
 
 from freqjax import bench, cli
 

@@ -18,7 +18,6 @@ the chunking is recorded in the store's manifest, ends with identical scores.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import time

@@ -1,8 +1,6 @@
 """Augmentation on the device and the host loader: sampling rules, sharding invariance,
 per-process rows, seeded order, padding of the last evaluation batch."""
 
-import math
-
 import jax
 import numpy as np
 import pytest

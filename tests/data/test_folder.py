@@ -1,8 +1,5 @@
 """Folder datasets through tfds: real data, class order, and every bad input."""
 
-import os
-import pathlib
-
 import numpy as np
 import pytest
 from PIL import Image

@@ -1,58 +1,20 @@
-"""Training: the official optimiser and scheduler, device-count invariance, multi-process,
+"""Training: the official optimiser and scheduler, device-count invariance,
 kill-and-resume, corrupt checkpoints, logs, and the errors a user can make."""
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from freqjax.training import loop, state as state_lib
 from tests.conftest import REPO, tiny_synthetic_config
-
-
-def _params(workdir, step=None):
-  ck = os.path.join(workdir, "checkpoints")
-  step = step or max(int(s) for s in os.listdir(ck) if s.isdigit())
-  path = os.path.join(ck, str(step), "state")
-  ckptr = ocp.PyTreeCheckpointer()
-  meta = ckptr.metadata(path).item_metadata.tree  # restore as NumPy, whatever the topology
-  args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-  return ckptr.restore(path, restore_args=args)["params"], step
-
-
-def _metrics(workdir, split="train"):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [r for r in map(json.loads, f) if r["split"] == split]
-
-
-def _cli_args(c, workdir):
-  """Command-line overrides that turn the launcher's syn1 config into `c`."""
-  keys = ["data.data_dir", "data.synthetic.train_per_class", "data.synthetic.test_per_class",
-          "model.width_multiplier", "train.batch_size", "train.eval_batch_size", "train.epochs",
-          "train.log_every_steps", "train.progress", "train.prefetch", "dynamics.every_steps",
-          "train.max_steps"]
-  out = [f"--config={REPO}/configs/synthetic.py:syn1", f"--workdir={workdir}"]
-  for k in keys:
-    node = c
-    for p in k.split("."):
-      node = node[p]
-    out.append(f"--config.{k}={node}")
-  return out
-
-
-def _env(devices):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  env["PYTHONPATH"] = str(REPO)
-  return env
+from tests.training.helpers import cli_args, metrics_of, params_of, subprocess_env
 
 
 def test_plateau_follows_torch_reduce_lr_on_plateau():
@@ -85,8 +47,8 @@ def test_same_first_steps_on_one_and_four_devices(tmp_path):
   for n in (1, 4):
     c = tiny_synthetic_config(tmp_path / "data", **{"train.num_devices": n, "train.max_steps": 2})
     loop.train_and_evaluate(c, str(tmp_path / f"dev{n}"))
-    losses.append([r["loss"] for r in _metrics(tmp_path / f"dev{n}")])
-    params.append(_params(tmp_path / f"dev{n}")[0])
+    losses.append([r["loss"] for r in metrics_of(tmp_path / f"dev{n}")])
+    params.append(params_of(tmp_path / f"dev{n}")[0])
   assert len(losses[0]) == 2
   np.testing.assert_allclose(losses[0], losses[1], atol=1e-4)
   for a, b in zip(jax.tree_util.tree_leaves(params[0]), jax.tree_util.tree_leaves(params[1])):
@@ -137,7 +99,7 @@ def test_logs_checkpoints_and_results(reference_run):
   assert steps == [18, 36, 54]  # 144 train images / batch 8 = 18 steps per epoch
   assert results["done"] and results["steps"] == 54 and 0 <= results["test_accuracy"] <= 1
   assert json.loads((workdir / "train_results.json").read_text())["steps"] == 54
-  train, val = _metrics(workdir), _metrics(workdir, "val")
+  train, val = metrics_of(workdir), metrics_of(workdir, "val")
   assert [r["step"] for r in train] == list(range(1, 55)) and len(val) == 3
   from tensorboard.backend.event_processing import event_accumulator
   acc = event_accumulator.EventAccumulator(str(workdir / "tensorboard"))
@@ -151,8 +113,8 @@ def test_logs_checkpoints_and_results(reference_run):
 def test_kill_and_resume_equals_uninterrupted(reference_run, tmp_path):
   c, ref_dir, _ = reference_run
   workdir = tmp_path / "killed"
-  cmd = [sys.executable, str(REPO / "launch/train.py")] + _cli_args(c, workdir)
-  proc = subprocess.Popen(cmd, env=_env(4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  cmd = [sys.executable, str(REPO / "launch/train.py")] + cli_args(c, workdir)
+  proc = subprocess.Popen(cmd, env=subprocess_env(4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
   ck = workdir / "checkpoints"
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
@@ -165,18 +127,18 @@ def test_kill_and_resume_equals_uninterrupted(reference_run, tmp_path):
   assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
   done = sorted(int(s) for s in os.listdir(ck) if s.isdigit())
   assert done and done[-1] < 54  # really interrupted
-  out = subprocess.run(cmd, env=_env(4), capture_output=True, text=True, timeout=600)
+  out = subprocess.run(cmd, env=subprocess_env(4), capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "Resumed from checkpoint" in out.stderr
-  got, step = _params(workdir)
-  want, ref_step = _params(ref_dir)
+  got, step = params_of(workdir)
+  want, ref_step = params_of(ref_dir)
   assert step == ref_step == 54
   for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
     np.testing.assert_array_equal(a, b)
   # The resumed logs equal the uninterrupted run's: no duplicated or missing steps.
-  assert [r["step"] for r in _metrics(workdir)] == list(range(1, 55))
-  np.testing.assert_allclose([r["loss"] for r in _metrics(workdir)],
-                             [r["loss"] for r in _metrics(ref_dir)], rtol=1e-6)
+  assert [r["step"] for r in metrics_of(workdir)] == list(range(1, 55))
+  np.testing.assert_allclose([r["loss"] for r in metrics_of(workdir)],
+                             [r["loss"] for r in metrics_of(ref_dir)], rtol=1e-6)
 
 
 def test_corrupt_latest_checkpoint_is_skipped(reference_run, tmp_path, caplog):
@@ -194,36 +156,10 @@ def test_corrupt_latest_checkpoint_is_skipped(reference_run, tmp_path, caplog):
   assert "Checkpoint 54" in caplog.text and "cannot be restored" in caplog.text
   assert (workdir / "checkpoints_corrupt").is_dir()
   assert results["steps"] == 54  # retrained the last epoch from checkpoint 36
-  got, _ = _params(workdir)
-  want, _ = _params(ref_dir)
+  got, _ = params_of(workdir)
+  want, _ = params_of(ref_dir)
   for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
     np.testing.assert_array_equal(a, b)
-
-
-def test_two_processes_equal_one_process(tmp_path):
-  c = tiny_synthetic_config(tmp_path / "data", **{"train.max_steps": 3, "train.epochs": 1})
-  single = tmp_path / "single"
-  base = [sys.executable, str(REPO / "launch/train.py")]
-  out = subprocess.run(base + _cli_args(c, single), env=_env(2), capture_output=True,
-                       text=True, timeout=600)
-  assert out.returncode == 0, out.stderr[-3000:]
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-  multi = tmp_path / "multi"
-  procs = [subprocess.Popen(
-      base + _cli_args(c, multi) + [f"--coordinator_address=127.0.0.1:{port}",
-                                    "--num_processes=2", f"--process_id={i}"],
-      env=_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  errs = [p.communicate(timeout=600)[1] for p in procs]
-  assert all(p.returncode == 0 for p in procs), "\n".join(e[-2000:] for e in errs)
-  got, step = _params(multi)
-  want, step1 = _params(single)
-  assert step == step1 == 3
-  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-  assert "process 1 of 2" in errs[1].lower() or "Process 1 of 2" in errs[1]
 
 
 def test_batch_not_divisible_by_devices_names_the_fix(tmp_path):
@@ -232,31 +168,8 @@ def test_batch_not_divisible_by_devices_names_the_fix(tmp_path):
     loop.train_and_evaluate(c, str(tmp_path / "run"))
 
 
-def test_misspelt_config_key_lists_valid_keys(tmp_path):
-  out = subprocess.run(
-      [sys.executable, str(REPO / "launch/train.py"), f"--config={REPO}/configs/synthetic.py:syn1",
-       f"--workdir={tmp_path}", "--config.train.batchsize=32"],
-      capture_output=True, text=True, timeout=120, env=_env(1))
-  assert out.returncode != 0
-  assert "Unknown config key 'train.batchsize'" in out.stderr
-  assert "batch_size" in out.stderr and "eval_batch_size" in out.stderr
-
-
 def test_unknown_model_in_config_lists_known_models(tmp_path):
   c = tiny_synthetic_config(tmp_path / "data", **{"model.name": "resnet-18"})
   with pytest.raises(ValueError, match=r"Unknown model 'resnet-18'.*Known models:.*resnet18"):
     loop.train_and_evaluate(c, str(tmp_path / "run"))
 
-
-def test_tiny_imagenet10_trains_a_narrow_resnet_for_a_few_steps(shared_data, tmp_path):
-  from tests.conftest import load_config
-  c = load_config("configs/tiny_imagenet10.py")
-  c.data.data_dir = str(tmp_path / "data")
-  c.model.width_multiplier = 1 / 16
-  c.train.batch_size, c.train.eval_batch_size, c.train.max_steps = 16, 100, 3
-  c.train.log_every_steps, c.train.progress = 1, False
-  results = loop.train_and_evaluate(c, str(tmp_path / "run"))
-  losses = [r["loss"] for r in _metrics(tmp_path / "run")]
-  assert len(losses) == 3 and all(np.isfinite(losses))
-  assert results["steps"] == 3 and len(results["test_confusion"]) == 10
-  assert sum(map(sum, results["test_confusion"])) == 500
