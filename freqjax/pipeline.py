@@ -433,6 +433,7 @@ def run_learning_dynamics_study(config, workdir: str, bands=(1, 2, 3, 4), seeds=
       c.dynamics.views = ("full", f"keep_b{band}")
       c.dynamics.every_steps = c.dynamics.every_steps or 5
       c.train.max_steps = int(c.dynamics.until_step)
+      c.train.epochs = max(int(c.train.epochs), 10**6)  # max_steps ends the run
       run_dir = os.path.join(workdir, f"syn{band}_seed{seed}")
       if not _training_done(run_dir):
         loop.train_and_evaluate(c, run_dir)
@@ -450,9 +451,11 @@ def run_learning_dynamics_study(config, workdir: str, bands=(1, 2, 3, 4), seeds=
                    "learned_step_keep_band": [int(s) for s in steps[views.index(f"keep_b{band}")]],
                    "first": [config.data.class_names[k] for k in first],
                    "c3_strictly_first": first == [3], "margin_steps": margin,
+                   "last_evaluated_step": int(dyn_art["steps"].max()),
                    "test_accuracy_at_end": acc})
   result = {"runs": rows, "every_steps": int(config.dynamics.every_steps or 5),
             "until_step": int(config.dynamics.until_step),
+            "last_evaluated_step": max(r["last_evaluated_step"] for r in rows),
             "threshold": float(config.dynamics.threshold),
             "c3_first_count": sum(r["c3_strictly_first"] for r in rows), "total": len(rows)}
   if parallel.is_main_process():

@@ -139,5 +139,6 @@ def learning_dynamics_table(result: dict, class_names) -> str:
                    f"{r['test_accuracy_at_end']:.3f}"])
   return (f"Step at which each class is first learned (TPR - FPR >= {result['threshold']} on the "
           f"full test set, evaluated every {result['every_steps']} steps up to step "
-          f"{result['until_step']}). {class_names[3]} strictly first in "
+          f"{result.get('last_evaluated_step', result['until_step'])}). {class_names[3]} "
+          "strictly first in "
           f"{result['c3_first_count']} of {result['total']} runs.\n\n" + _table(header, rows) + "\n")

@@ -110,3 +110,17 @@ def test_notebook_runs_top_to_bottom(run):
   assert "planted recall" in text and "| C3 |" in text
   assert "1.00 | 1.00 | 1.00 | 1.00" in text  # the run compared with itself: IoU 1
   assert "resnet18 vs vgg11" in text
+
+
+def test_learning_dynamics_study_reports_the_learning_order(tmp_path):
+  c = tiny_synthetic_config(tmp_path / "data", **{
+      "dynamics.every_steps": 4, "dynamics.until_step": 12, "data.name": "syn_small"})
+  result = pipeline.run_learning_dynamics_study(c, str(tmp_path / "study"), bands=(2,), seeds=(0,))
+  (run,) = result["runs"]
+  assert (run["band"], run["seed"]) == (2, 0) and len(run["learned_step"]) == 4
+  assert run["last_evaluated_step"] == 12 and result["total"] == 1
+  saved = json.loads((tmp_path / "study" / "learning_dynamics.json").read_text())
+  assert saved["runs"][0]["learned_step"] == run["learned_step"]
+  table = (tmp_path / "study" / "learning_dynamics.md").read_text()
+  assert "| Syn-2 | 0 |" in table and "up to step 12" in table
+  assert (tmp_path / "study" / "syn2_seed0" / "figures" / "dynamics.png").exists()
