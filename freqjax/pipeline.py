@@ -90,9 +90,11 @@ def load_context(config, workdir: str) -> Context:
 
 
 def _fresh(path: str, kind: str, fingerprint: str) -> artifacts.Artifact | None:
-  if not artifacts.exists(path, kind):
+  """The artifact at `path` if it is complete and was computed with these inputs."""
+  try:
+    art = artifacts.load(path, kind)
+  except artifacts.ArtifactError:
     return None
-  art = artifacts.load(path, kind)
   return art if art.meta.get("fingerprint") == fingerprint else None
 
 
@@ -211,8 +213,8 @@ def dfm_summary(art: artifacts.Artifact, ds, threshold: float) -> str:
                f"(recall {ov['planted_recall'][k]:.2f}, precision "
                f"{ov['planted_precision'][k]:.2f})")
     if s <= 64:
-      freqs = sorted({(int(i) - s // 2, int(j) - s // 2) for i, j in cells
-                      if (i - s // 2, j - s // 2) >= (0, 0) or i - s // 2 > 0})
+      uv = [(int(i) - s // 2, int(j) - s // 2) for i, j in cells]
+      freqs = sorted({(u, v) for u, v in uv if u > 0 or (u == 0 and v >= 0)})  # one per pair
       line += "\n      (u, v) with u >= 0: " + " ".join(f"({u},{v})" for u, v in freqs)
     lines.append(line)
   return "\n".join(lines)

@@ -216,7 +216,8 @@ class Engine:
         out[ci, lo:hi] = got
         bar.update((hi - lo) * idx.size)
         if done_work:
-          bar.set_postfix(rate=f"{done_work / max(time.time() - t0, 1e-9):.0f} cand-img/s")
+          bar.set_postfix(rate=f"{done_work / max(time.time() - t0, 1e-9):.0f} cand-img/s",
+                          refresh=False)
     bar.close()
     self.last_rate = done_work / max(time.time() - t0, 1e-9) if done_work else None
     return out

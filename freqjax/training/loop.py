@@ -163,7 +163,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         means = {k: float(np.mean([p[k] for p in fetched])) for k in fetched[0]}
         means["lr"] = plateau.lr
         writer.write(step, "train", means)
-        bar.set_postfix(epoch=epoch, loss=f"{means['loss']:.4f}", lr=f"{plateau.lr:g}")
+        bar.set_postfix(epoch=epoch, loss=f"{means['loss']:.4f}", lr=f"{plateau.lr:g}",
+                        refresh=False)
         pending = []
       for ev in evaluators:
         if ev.due(step):
