@@ -114,7 +114,7 @@ def input_throughput(config, batches: int = 50) -> dict:
 def dfm_throughput(model_name: str = "resnet18", width_multiplier: float = 0.25,
                    image_size: int = 32, patch_size: int = 1, num_classes: int = 10,
                    images_per_class: int = 100, mode: str = "paired", naive_candidates: int = 16,
-                   engine_candidates: int = 0, memory_budget_mb: float = 1024,
+                   engine_candidates: int = 0, memory_budget_mb: float = 0,
                    num_devices: int = 0, dtype: str = "float32") -> dict:
   """Candidate-images/s of the DFM engine, of the naive loop, and of plain inference."""
   from freqjax.spectral import candidates, dfm  # pylint: disable=g-import-not-at-top

@@ -114,7 +114,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.analysis.candidates = "paired"  # 'paired' (true conjugate pairs) | 'official'
   c.analysis.thresholds = (0.01, 0.05, 0.1, 0.2)
   c.analysis.threshold = 0.05  # the DFM used for the shortcut test and figures
-  c.analysis.memory_budget_mb = 1024  # per device, for the DFM engine's candidate chunks
+  c.analysis.memory_budget_mb = 0  # per device, for DFM candidate chunks; 0 = auto (GPU: 1/4
+  #                                  of its memory, CPU: 1 GiB)
   c.analysis.batch_size = 256  # images per forward pass outside the DFM engine
   c.analysis.greedy = False  # also run DFM-X's greedy removal
   c.analysis.greedy_tolerance = 6

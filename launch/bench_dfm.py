@@ -21,7 +21,7 @@ _PER_CLASS = flags.DEFINE_integer("images_per_class", 100, "Test images of the r
 _MODE = flags.DEFINE_enum("candidates", "paired", ["paired", "official"], "Candidate set.")
 _NAIVE = flags.DEFINE_integer("naive_candidates", 16, "Candidates timed in the naive loop.")
 _ENGINE = flags.DEFINE_integer("engine_candidates", 0, "Candidates timed in the engine (0: all).")
-_BUDGET = flags.DEFINE_float("memory_budget_mb", 1024, "Per-device memory budget.")
+_BUDGET = flags.DEFINE_float("memory_budget_mb", 0, "Per-device memory budget (0: auto).")
 _DEVICES = flags.DEFINE_integer("num_devices", 0, "Devices (0: all).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 

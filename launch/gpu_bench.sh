@@ -26,10 +26,9 @@ run() {  # name, time limit (s), command...
 }
 
 run dfm_r18_32px 70 launch/bench_dfm.py --model=resnet18 --width=1 --image_size=32 \
-  --patch_size=1 --images_per_class=100 --naive_candidates=32 --memory_budget_mb=16384
+  --patch_size=1 --images_per_class=100 --naive_candidates=32
 run dfm_r18_224px_p7 90 launch/bench_dfm.py --model=resnet18 --width=1 --image_size=224 \
-  --patch_size=7 --images_per_class=50 --engine_candidates=256 --naive_candidates=8 \
-  --memory_budget_mb=32768
+  --patch_size=7 --images_per_class=50 --engine_candidates=256 --naive_candidates=8
 run train_r18_32px 50 launch/bench_train.py --config=configs/synthetic.py:syn1 \
   --config.train.batch_size=256
 run train_r18_224px_bf16 60 launch/bench_train.py --config=configs/imagenet10.py:resnet18 \

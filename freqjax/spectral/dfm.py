@@ -114,7 +114,7 @@ class Engine:
                progress: bool = True):
     self.apply_fn, self.mesh, self.cands = apply_fn, mesh, cands
     self.variables = parallel.replicate(mesh, variables)
-    self.budget = memory_budget_mb * 2**20
+    self.budget = memory_budget_mb * 2**20 if memory_budget_mb > 0 else _auto_budget(mesh)
     self.fixed_chunk = chunk_size
     self.progress = progress and parallel.is_main_process()
     self.devices = int(mesh.devices.size)
@@ -221,6 +221,15 @@ class Engine:
     bar.close()
     self.last_rate = done_work / max(time.time() - t0, 1e-9) if done_work else None
     return out
+
+
+def _auto_budget(mesh) -> float:
+  """A quarter of a device's memory where JAX reports it (GPUs), else 1 GiB (CPUs)."""
+  try:
+    limit = mesh.devices.flat[0].memory_stats()["bytes_limit"]
+    return 0.25 * float(limit)
+  except Exception:  # pylint: disable=broad-except
+    return float(2**30)
 
 
 def _check_finite(scores, c, offset, cands, class_names):
