@@ -160,6 +160,7 @@ def run_dfm(config, workdir: str, ctx: Context | None = None) -> artifacts.Artif
       artifacts.save(p["scores"], "scores", {"scores": maps, "candidate_scores": raw,
                                              "candidate_rects": cands.rects}, meta)
       artifacts.save(p["dfm"], "dfm", {"dfm": maps_dfm}, meta)
+      store.discard()
     parallel.sync("freqjax_dfm")
     art = artifacts.load(p["dfm"], "dfm")
   if parallel.is_main_process():

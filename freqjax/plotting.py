@@ -55,8 +55,14 @@ def adcs(adcs_maps: np.ndarray, class_names: Sequence[str], path: str,
       continue
     im = ax.imshow(adcs_maps[i], cmap="jet", vmin=-lim, vmax=lim, extent=_extent(s))
     ax.set_title(class_names[i], fontsize=10)
-    ax.set_xlabel("v")
-    ax.set_ylabel("u")
+    if i + cols >= c:  # nothing below: label the frequency axis
+      ax.set_xlabel("v")
+    else:
+      ax.tick_params(labelbottom=False)
+    if i % cols == 0:
+      ax.set_ylabel("u")
+    else:
+      ax.tick_params(labelleft=False)
   fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="ADCS")
   fig.suptitle(title)
   return _save(fig, path)

@@ -45,6 +45,7 @@ def test_pipeline_writes_everything(run):
   assert dfm.meta["thresholds"] == [0.01, 0.05, 0.1, 0.2] and dfm.meta["patch_size"] == 1
   sizes = dfm["dfm"].reshape(4, 4, -1).sum(-1)
   assert (sizes[1] >= 51).all() and (sizes[0] < sizes[1]).all()  # 5% of 1024 cells, ties kept
+  assert not (workdir / "analysis" / "dfm_partial").exists()  # partials go once the DFM is saved
   for fig in ("adcs", "dfm_grid", "scores", "confusion_unfiltered", "confusion_dfm",
               "shortcut_tpr_fpr", "dynamics"):
     assert (workdir / "figures" / f"{fig}.png").stat().st_size > 5000, fig

@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import time
 from typing import Callable
 
@@ -104,6 +105,11 @@ class ChunkStore:
   def save(self, c: int, i: int, scores: np.ndarray) -> None:
     if parallel.is_main_process():
       artifacts.save_npy(self.path(c, i), scores)
+
+  def discard(self) -> None:
+    """Deletes the partial results once the final artifact holds them."""
+    if parallel.is_main_process():
+      shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Engine:
