@@ -197,6 +197,13 @@ def planted_overlap(dfm_maps: np.ndarray, planted: np.ndarray, scores: np.ndarra
   return out
 
 
+def _half_plane_freqs(mask: np.ndarray) -> list[tuple[int, int]]:
+  """(u, v) of a centred mask's cells, one per conjugate pair (u > 0, or u = 0 and v >= 0)."""
+  s = mask.shape[-1]
+  uv = [(int(i) - s // 2, int(j) - s // 2) for i, j in np.argwhere(mask)]
+  return sorted({(u, v) for u, v in uv if u > 0 or (u == 0 and v >= 0)})
+
+
 def dfm_summary(art: artifacts.Artifact, ds, threshold: float) -> str:
   maps = dfm_at(art, threshold)
   names = art.meta["classes"]
@@ -206,17 +213,18 @@ def dfm_summary(art: artifacts.Artifact, ds, threshold: float) -> str:
   planted = datasets.planted_masks(ds)
   ov = planted_overlap(maps, planted) if planted is not None else None
   for k, name in enumerate(names):
-    cells = np.argwhere(maps[k])
-    line = f"  {name}: {len(cells)} cells"
+    line = f"  {name}: {int(maps[k].sum())} cells"
     if ov is not None:
       line += (f"; planted {ov['planted_cells'][k]}, of them in DFM "
                f"{int(round(ov['planted_recall'][k] * ov['planted_cells'][k]))} "
                f"(recall {ov['planted_recall'][k]:.2f}, precision "
                f"{ov['planted_precision'][k]:.2f})")
+      line += "\n      planted (u, v): " + " ".join(
+          f"({u},{v}){'' if maps[k][u + s // 2, v + s // 2] else ' missed'}"
+          for u, v in _half_plane_freqs(planted[k]))
     if s <= 64:
-      uv = [(int(i) - s // 2, int(j) - s // 2) for i, j in cells]
-      freqs = sorted({(u, v) for u, v in uv if u > 0 or (u == 0 and v >= 0)})  # one per pair
-      line += "\n      (u, v) with u >= 0: " + " ".join(f"({u},{v})" for u, v in freqs)
+      line += "\n      DFM (u, v) with u >= 0: " + " ".join(
+          f"({u},{v})" for u, v in _half_plane_freqs(maps[k]))
     lines.append(line)
   return "\n".join(lines)
 

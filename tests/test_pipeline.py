@@ -81,7 +81,7 @@ def test_dfm_launcher_prints_the_dfms_and_planted_overlap(run):
   out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   assert "DFMs at 5% (paired candidates, patch 1, 32x32)" in out.stdout
-  assert out.stdout.count("planted") >= 4 and "recall" in out.stdout
+  assert out.stdout.count("planted (u, v):") == 4 and out.stdout.count("recall") == 4
 
 
 def test_checkpoint_of_another_model_is_refused(run):
