@@ -131,8 +131,7 @@ def dfm_throughput(model_name: str = "resnet18", width_multiplier: float = 0.25,
       np.arange(min(engine_candidates, len(cands))))
   engine = dfm.Engine(apply_fn, variables, mesh, engine_set, memory_budget_mb=memory_budget_mb,
                       progress=False)
-  chunk = min(engine.chunk_size(images_per_class, images.shape[1:]),
-              -(-len(engine_set) // int(mesh.devices.size)) * int(mesh.devices.size))
+  chunk = engine.chunk_size(images_per_class, images.shape[1:])  # at most len(engine_set)
   engine.fixed_chunk = chunk
   engine.rank(images, labels, [0], cands=cands.subset(np.arange(min(chunk, len(cands)))))
   t0 = time.perf_counter()  # the warm-up call above compiled the chunk program

@@ -287,7 +287,7 @@ def run_shortcut_test(config, workdir: str, ctx: Context | None = None) -> artif
     if parallel.is_main_process():
       artifacts.write_json(os.path.splitext(path)[0] + ".json", {
           "test_set": name, "threshold": float(a.threshold), "classes": ctx.class_names,
-          **{k: v for k, v in art.arrays.items()}})
+          **art.arrays})
       print(f"Shortcut test on {name} with DFMs at {100 * float(a.threshold):g}%:")
       print(shortcut.table(art.arrays, ctx.class_names))
     out = out or art
@@ -434,6 +434,7 @@ def run_learning_dynamics_study(config, workdir: str, bands=(1, 2, 3, 4), seeds=
   learning_dynamics.json and learning_dynamics.md. Finished runs are reused.
   """
   workdir = os.path.abspath(workdir)
+  every = int(config.dynamics.every_steps or 5)
   rows = []
   for band in bands:
     for seed in seeds:
@@ -442,7 +443,7 @@ def run_learning_dynamics_study(config, workdir: str, bands=(1, 2, 3, 4), seeds=
       c.data.name = f"syn{band}" + ("_small" if "small" in config.data.name else "")
       c.seed = int(seed)
       c.dynamics.views = ("full", f"keep_b{band}")
-      c.dynamics.every_steps = c.dynamics.every_steps or 5
+      c.dynamics.every_steps = every
       c.train.max_steps = int(c.dynamics.until_step)
       c.train.epochs = max(int(c.train.epochs), 10**6)  # max_steps ends the run
       run_dir = os.path.join(workdir, f"syn{band}_seed{seed}")
@@ -464,7 +465,7 @@ def run_learning_dynamics_study(config, workdir: str, bands=(1, 2, 3, 4), seeds=
                    "c3_strictly_first": first == [3], "margin_steps": margin,
                    "last_evaluated_step": int(dyn_art["steps"].max()),
                    "test_accuracy_at_end": acc})
-  result = {"runs": rows, "every_steps": int(config.dynamics.every_steps or 5),
+  result = {"runs": rows, "every_steps": every,
             "until_step": int(config.dynamics.until_step),
             "last_evaluated_step": max(r["last_evaluated_step"] for r in rows),
             "threshold": float(config.dynamics.threshold),

@@ -7,10 +7,11 @@ it, only class c's images are forwarded (it forwards the whole test set for ever
 
 The engine computes each class's centred spectra once, then evaluates a chunk of candidates
 at once: masks for the chunk, inverse FFTs of (candidates × class images), one forward pass of
-all of them, summed CE per candidate (vectorised over the candidate axis, as vmap would). Chunks are sized from a per-device memory budget and sharded over every device of the
-mesh (candidates split, images and weights replicated: no collectives). Finished chunks are
-saved atomically under a `store` directory; a killed run resumes where it stopped and, since
-the chunking is recorded in the store's manifest, ends with identical scores.
+all of them, summed CE per candidate (vectorised over the candidate axis, as vmap would).
+Chunks are sized from a per-device memory budget and sharded over every device of the mesh
+(candidates split, images and weights replicated: no collectives). Finished chunks are saved
+atomically under a `store` directory; a killed run resumes where it stopped and, since the
+chunking is recorded in the store's manifest, ends with identical scores.
 
 `rank_naive` is the one-candidate-at-a-time reference loop the engine must equal.
 """
