@@ -34,13 +34,29 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from freqjax import errors
+
 FORMAT = "freqjax-artifact"
 VERSION = 1
 KINDS = ("adcs", "scores", "dfm", "shortcut", "greedy", "dynamics")
 
 
-class ArtifactError(ValueError):
+# The launcher that writes each kind (named when an artifact cannot be read).
+REGENERATE = {
+    "adcs": "launch/adcs.py", "scores": "launch/dfm.py", "dfm": "launch/dfm.py",
+    "shortcut": "launch/shortcut_test.py", "greedy": "launch/dfm.py --config.analysis.greedy=True",
+    "dynamics": "launch/train.py with --config.dynamics.every_steps=N, then launch/pipeline.py",
+}
+
+
+class ArtifactError(errors.UserError, ValueError):
   """An artifact file is missing, damaged, of another kind or of an unknown version."""
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def _atomic_write(path: str, write) -> str:
@@ -49,6 +65,7 @@ def _atomic_write(path: str, write) -> str:
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
   try:
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a written file follows the umask
     with os.fdopen(fd, "wb") as f:
       write(f)
       f.flush()
@@ -123,24 +140,35 @@ def save(path: str, kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping |
 
 
 def load(path: str, kind: str | None = None) -> Artifact:
-  """Reads an artifact; checks its header (and kind, when given)."""
+  """Reads an artifact; checks its header (and kind, when given).
+
+  Any failure raises ArtifactError, whose message names the launcher that regenerates it.
+  """
+  path = os.fspath(path)
+
+  def fail(what: str, cause=None):
+    hint = (f" Regenerate it with python {REGENERATE[kind]} --config=<the run's config> "
+            f"--workdir=<its workdir>." if kind in REGENERATE else "")
+    raise ArtifactError(what + hint) from cause
+
   if not os.path.exists(path):
-    raise ArtifactError(f"No artifact at {path}.")
+    fail(f"No {kind + ' ' if kind else ''}artifact at {path}.")
   try:
     with np.load(path, allow_pickle=False) as z:
       arrays = {k: z[k] for k in z.files}
-  except Exception as e:
-    raise ArtifactError(f"{path} is not a readable freqjax artifact ({e}).") from e
-  if "__meta__" not in arrays:
-    raise ArtifactError(f"{path} has no __meta__ entry: not a freqjax artifact.")
-  meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    meta = json.loads(arrays.pop("__meta__").tobytes().decode()) if "__meta__" in arrays else None
+  except Exception as e:  # pylint: disable=broad-except  (zip, JSON and NumPy errors alike)
+    fail(f"{path} is not a readable freqjax artifact (truncated or damaged: "
+         f"{type(e).__name__}: {e}).", e)
+  if meta is None:
+    fail(f"{path} has no __meta__ entry: not a freqjax artifact.")
   if meta.get("format") != FORMAT:
-    raise ArtifactError(f"{path}: unknown format {meta.get('format')!r}.")
+    fail(f"{path}: unknown format {meta.get('format')!r}.")
   if meta.get("version") != VERSION:
-    raise ArtifactError(f"{path}: format version {meta.get('version')} is not supported "
-                        f"(this freqjax reads version {VERSION}).")
+    fail(f"{path}: format version {meta.get('version')} is not supported (this freqjax reads "
+         f"version {VERSION}).")
   if kind is not None and meta.get("kind") != kind:
-    raise ArtifactError(f"{path} holds a {meta.get('kind')!r} artifact, expected {kind!r}.")
+    fail(f"{path} holds a {meta.get('kind')!r} artifact, expected {kind!r}.")
   return Artifact(meta["kind"], arrays, meta)
 
 

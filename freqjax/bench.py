@@ -147,7 +147,7 @@ def dfm_throughput(model_name: str = "resnet18", width_multiplier: float = 0.25,
 
   # Plain inference of the same model on unmasked images, batch = the engine's chunk.
   batch = max(1, min(chunk * images_per_class, 16384))
-  batch = -(-batch // int(mesh.devices.size)) * int(mesh.devices.size)
+  batch = parallel.round_up(batch, mesh)
   x = jax.device_put(np.resize(images, (batch,) + images.shape[1:]),
                      parallel.batch_sharding(mesh))
   v = parallel.replicate(mesh, variables)

@@ -8,21 +8,31 @@
       cli.run(main)
 
 Flags: --config (an ml_collections config file with an optional ':variant', locked: a
-misspelt override fails and lists the valid keys), --workdir, and the multi-host trio
+misspelt override fails and lists the valid keys), --workdir, --move_aside (a launch that
+trains may move a conflicting run aside), --traceback, and the multi-host trio
 --coordinator_address, --num_processes, --process_id (jax.distributed).
+
+Errors: the config is validated before any work starts. A user error (`errors.UserError`:
+config, dataset, artifact, checkpoint, workdir, a full disk) prints one line, `Error: ...`,
+and exits with code 2; --traceback or FREQJAX_TRACEBACK=1 shows the traceback too. Any other
+failure prints its traceback and then, as the last line, the error. Either way the process
+exits at once, so library threads' shutdown noise never buries the message.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from freqjax import config as config_lib, parallel
+from freqjax import config as config_lib, errors, parallel
 
 FLAGS = flags.FLAGS
+USER_ERROR_EXIT_CODE = 2
 
 
 def define_flags(config: bool = True, workdir: bool = True) -> None:
@@ -31,6 +41,11 @@ def define_flags(config: bool = True, workdir: bool = True) -> None:
         "config", None, "Config file, e.g. configs/synthetic.py:syn1_small", lock_config=True)
   if workdir:
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and artifacts.")
+    flags.DEFINE_bool("move_aside", False,
+                      "If the workdir holds a run of another model/classes/dataset/seed/size, "
+                      "rename it to <workdir>.moved-<time> (never deleted) and start afresh.")
+  flags.DEFINE_bool("traceback", False, "Show the traceback of user errors too "
+                    "(or set FREQJAX_TRACEBACK=1).")
   flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of process 0.")
   flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
   flags.DEFINE_integer("process_id", 0, "Multi-host: index of this process.")
@@ -38,29 +53,91 @@ def define_flags(config: bool = True, workdir: bool = True) -> None:
 
 def get_config():
   if FLAGS.config is None:
-    raise app.UsageError("--config is required, e.g. --config=configs/synthetic.py:syn1_small")
+    raise errors.ConfigError(
+        "--config is required, e.g. --config=configs/synthetic.py:syn1_small")
   return FLAGS.config
 
 
 def workdir() -> str:
   if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required.")
+    raise errors.WorkdirError("--workdir is required, e.g. --workdir=runs/syn1_small.")
   return FLAGS.workdir
 
 
+def move_aside() -> bool:
+  return bool(FLAGS.move_aside)
+
+
 def run(main) -> None:
-  """absl's app.run, after checking config overrides and joining a multi-host run."""
+  """absl's app.run, after checking config overrides and values and joining a multi-host
+  run; user errors end as one line with exit code 2."""
   def wrapped(argv):
     logging.set_verbosity(logging.INFO)
     quiet_library_logs()
-    enable_compilation_cache()
-    if "num_processes" in FLAGS:
-      parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                      FLAGS.process_id)
-    return main(argv)
+    code = 0
+    try:
+      if "config" in FLAGS and FLAGS.config is not None:
+        config_lib.validate(FLAGS.config)
+      enable_compilation_cache()
+      if "num_processes" in FLAGS:
+        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                        FLAGS.process_id)
+      main(argv)
+    except BaseException as e:  # pylint: disable=broad-except
+      if isinstance(e, SystemExit):
+        raise
+      code = report_failure(e, show_traceback=FLAGS.traceback or _env_traceback())
+    # Exit now: Orbax's and asyncio's threads would otherwise log pages of shutdown noise
+    # after the real error (and a clean run has nothing left to do).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.flush()
+    os._exit(code)  # pylint: disable=protected-access
 
-  _check_config_overrides(sys.argv)
+  try:
+    _check_config_overrides(sys.argv)
+  except errors.UserError as e:
+    print(f"Error: {e}", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT_CODE)
   app.run(wrapped)
+
+
+def _env_traceback() -> bool:
+  return os.environ.get("FREQJAX_TRACEBACK", "").lower() not in ("", "0", "false", "no")
+
+
+def user_message(e: BaseException) -> str | None:
+  """The one-line message of a user error anywhere in e's cause chain, else None."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    if isinstance(e, errors.UserError):
+      return str(e)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+      where = f" while writing {e.filename}" if e.filename else ""
+      return (f"No space left on the device{where} ({e.strerror}). Free some space (or use a "
+              "--workdir on another disk) and rerun the same command: finished work is kept "
+              "and the launch resumes where it stopped.")
+    if isinstance(e, KeyboardInterrupt):
+      return ("Interrupted. Rerun the same command to resume: finished checkpoints and "
+              "ranking chunks are kept.")
+    e = e.__cause__ or e.__context__
+  return None
+
+
+def report_failure(e: BaseException, show_traceback: bool = False) -> int:
+  """Prints a failure for a user; returns the exit code (2 for user errors, 1 otherwise)."""
+  msg = user_message(e)
+  if isinstance(e, KeyboardInterrupt):
+    print(f"\n{msg}", file=sys.stderr)
+    return 130
+  if msg is None or show_traceback:
+    traceback.print_exception(e)
+  if msg is None:
+    print(f"Error: {type(e).__name__}: {e}", file=sys.stderr)
+    return 1
+  print(f"Error: {msg}", file=sys.stderr)
+  return USER_ERROR_EXIT_CODE
 
 
 def enable_compilation_cache() -> None:
@@ -84,7 +161,7 @@ def quiet_library_logs() -> None:
 
 
 def _check_config_overrides(argv) -> None:
-  """Fails early, listing the valid keys, when an override names no config field."""
+  """Fails early, listing the valid keys, when an override names no field."""
   path = None
   for i, a in enumerate(argv):
     if a.startswith("--config="):
@@ -95,13 +172,13 @@ def _check_config_overrides(argv) -> None:
     return
   file, _, variant = path.partition(":")
   if not os.path.exists(file):
-    sys.exit(f"Config file {file} does not exist (from --config={path}).")
+    raise errors.ConfigError(f"Config file {file} does not exist (from --config={path}).")
   import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location("_freqjax_config_check", file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   try:
     cfg = module.get_config(variant or None)
-    config_lib.check_overrides(cfg, argv[1:])
   except ValueError as e:
-    sys.exit(f"Error: {e}")
+    raise errors.ConfigError(str(e)) from e
+  config_lib.check_overrides(cfg, argv[1:])

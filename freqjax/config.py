@@ -16,6 +16,8 @@ from typing import Iterable, Sequence
 
 import ml_collections
 
+from freqjax import errors
+
 # Where the repository's sibling `shared/` folder is (real images for tests and examples).
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -64,6 +66,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.test_split = "val"
   c.data.storage_size = 0  # train images stored at this size (0 = image_size)
   c.data.test_manual_dir = ""  # root of the test split, if not manual_dir (e.g. SIN studies)
+  # A class folder in a split that no configured class claims: 'warn' (listed in the
+  # prepared dataset's metadata.json as unlisted_class_folders) or 'error'.
+  c.data.unlisted_classes = "warn"
+  c.data.min_source_size = 16  # source images smaller than this (either side) are warned
+  #                             about and listed in metadata.json (small_files)
 
   c.augment = ml_collections.ConfigDict()
   c.augment.crop = "pad_crop"  # 'pad_crop' | 'random_resized_crop' | 'none'
@@ -94,7 +101,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.plateau_threshold = 1e-4  # relative, as torch's ReduceLROnPlateau
   c.train.eval_batch_size = 256
   c.train.keep_checkpoints = 3  # the last N, plus the best by validation loss
-  c.train.log_every_steps = 10
+  c.train.log_every_steps = 10  # also how often the loss is checked for NaN/inf (one host
+  #                               sync each), besides every epoch end
   c.train.num_devices = 0  # 0 = every local device
   c.train.prefetch = 2
   c.train.progress = True
@@ -108,7 +116,6 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.analysis = ml_collections.ConfigDict()
   c.analysis.checkpoint = "best"  # 'best' | 'latest' | a step number
-  c.analysis.split = "test"
   c.analysis.adcs = "paper"  # 'paper' | 'official'
   c.analysis.patch_size = 1
   c.analysis.candidates = "paired"  # 'paired' (true conjugate pairs) | 'official'
@@ -155,7 +162,7 @@ def parse_variant(arg: str | None, valid: Iterable[str]) -> list[str]:
   tokens = [t for t in re.split(r"[,_+]", arg or "") if t]
   for t in tokens:
     if t not in valid and "=" not in t:
-      raise ValueError(
+      raise errors.ConfigError(
           f"Unknown config variant {t!r}. Valid variants: {', '.join(valid)} "
           "(combine with commas, e.g. 'syn2,small').")
   return tokens
@@ -172,37 +179,68 @@ def check_overrides(config: ml_collections.ConfigDict, argv: Sequence[str]) -> N
       if not isinstance(node, ml_collections.ConfigDict) or key not in node:
         where = "config" + "".join(f".{p}" for p in path)
         keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-        raise ValueError(
+        raise errors.ConfigError(
             f"Unknown config key '{m.group(1)}' ('{key}' is not a field of {where}). "
             f"Valid keys of {where}: {', '.join(keys)}. Fix the spelling of the override.")
       node, path = node[key], path + [key]
 
 
+def divisors(n: int) -> list[int]:
+  return [k for k in range(1, int(n) + 1) if n % k == 0]
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Checks values that would otherwise fail late; each message says how to fix it."""
-  d, a = config.data, config.analysis
+  """Checks every value that would otherwise fail late (or train silently wrong), before any
+  work starts; raises ConfigError with a message that says how to fix it."""
+  d, a, t = config.data, config.analysis, config.train
+
+  def fail(msg: str):
+    raise errors.ConfigError(msg)
+
   if d.kind not in ("synthetic", "folder"):
-    raise ValueError(f"config.data.kind must be 'synthetic' or 'folder', got {d.kind!r}.")
+    fail(f"config.data.kind must be 'synthetic' or 'folder', got {d.kind!r}.")
   if len(d.class_names) != d.num_classes:
-    raise ValueError(
-        f"config.data.class_names has {len(d.class_names)} names but num_classes is "
-        f"{d.num_classes}; give one name per class.")
+    fail(f"config.data.class_names has {len(d.class_names)} names but num_classes is "
+         f"{d.num_classes}; give one name per class.")
   if d.kind == "folder" and d.class_folders and len(d.class_folders) != d.num_classes:
-    raise ValueError(
-        f"config.data.class_folders lists {len(d.class_folders)} folders for "
-        f"{d.num_classes} classes; give one folder per class, in class-index order.")
-  for t in tuple(a.thresholds) + (a.threshold,):
-    if not 0.0 < t <= 1.0:
-      raise ValueError(f"DFM thresholds must lie in (0, 1]; got {t}. Use e.g. 0.05 for 5%.")
-  if d.image_size % a.patch_size:
-    raise ValueError(
-        f"config.analysis.patch_size={a.patch_size} does not divide the image size "
-        f"{d.image_size}; choose a divisor (1, 2, 4, 7, ...).")
+    fail(f"config.data.class_folders lists {len(d.class_folders)} folders for "
+         f"{d.num_classes} classes; give one folder per class, in class-index order.")
+  if d.unlisted_classes not in ("warn", "error"):
+    fail(f"config.data.unlisted_classes={d.unlisted_classes!r}; use 'warn' or 'error'.")
+  if not int(d.image_size) >= 1:
+    fail(f"config.data.image_size={d.image_size} must be a positive number of pixels.")
+  if not 0.0 <= float(d.val_fraction) < 1.0:
+    fail(f"config.data.val_fraction={d.val_fraction} must lie in [0, 1).")
+  if not (math.isfinite(t.lr) and t.lr > 0):
+    fail(f"config.train.lr={t.lr} must be a positive, finite learning rate (the paper uses "
+         "0.01).")
+  if not 0.0 <= float(t.momentum) < 1.0:
+    fail(f"config.train.momentum={t.momentum} must lie in [0, 1) (the paper uses 0.9).")
+  if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
+    fail(f"config.train.weight_decay={t.weight_decay} must be >= 0.")
+  for key in ("batch_size", "eval_batch_size", "epochs", "keep_checkpoints",
+              "log_every_steps"):
+    if int(t[key]) < 1:
+      fail(f"config.train.{key}={t[key]} must be a positive whole number.")
+  if int(a.batch_size) < 1:
+    fail(f"config.analysis.batch_size={a.batch_size} must be a positive whole number.")
+  size = int(d.image_size)
+  if int(a.patch_size) < 1 or size % int(a.patch_size):
+    fail(f"config.analysis.patch_size={a.patch_size} must be a divisor of the image size "
+         f"{size}: one of {', '.join(map(str, divisors(size)))}.")
+  thresholds = [float(x) for x in a.thresholds]
+  for x in thresholds + [float(a.threshold)]:
+    if not 0.0 < x <= 1.0:
+      fail(f"DFM thresholds must lie in (0, 1]; got {x}. Use e.g. 0.05 for 5%.")
+  if not any(abs(x - float(a.threshold)) < 1e-9 for x in thresholds):
+    fail(f"config.analysis.threshold={a.threshold} (the DFM used by the shortcut test) is not "
+         f"in config.analysis.thresholds={tuple(thresholds)}; add it there, e.g. "
+         f"--config.analysis.thresholds='{tuple(sorted(thresholds + [float(a.threshold)]))}'.")
+  if a.checkpoint not in ("best", "latest") and not str(a.checkpoint).isdigit():
+    fail(f"config.analysis.checkpoint={a.checkpoint!r}; use 'best', 'latest' or a step number.")
   if config.augment.crop not in ("pad_crop", "random_resized_crop", "none"):
-    raise ValueError(
-        f"config.augment.crop={config.augment.crop!r}; use 'pad_crop', "
-        "'random_resized_crop' or 'none'.")
+    fail(f"config.augment.crop={config.augment.crop!r}; use 'pad_crop', "
+         "'random_resized_crop' or 'none'.")
   if config.augment.policy not in ("none", "autoaugment", "augmix"):
-    raise ValueError(
-        f"config.augment.policy={config.augment.policy!r}; use 'none', 'autoaugment' or "
-        "'augmix'.")
+    fail(f"config.augment.policy={config.augment.policy!r}; use 'none', 'autoaugment' or "
+         "'augmix'.")

@@ -52,11 +52,44 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def round_up(n: int, mesh: Mesh) -> int:
+  """The smallest multiple of the mesh's device count that is >= n."""
+  d = int(mesh.devices.size)
+  return -(-int(n) // d) * d
+
+
+def padded_batches(arrays: dict, batch_size: int, mesh: Mesh):
+  """Yields (batch, n): equal-size batches of `arrays` (a dict of same-length NumPy arrays),
+  each padded with zero rows to a multiple of the device count, with a bool 'valid' entry
+  (False on padding) and n, the number of real rows. The one helper for "pad a batch to the
+  devices, run, drop the padding"; `map_batches` runs a function over it."""
+  n_total = len(next(iter(arrays.values())))
+  b = round_up(max(1, min(int(batch_size), n_total)), mesh)
+  for lo in range(0, n_total, b):
+    part = {k: np.asarray(v[lo:lo + b]) for k, v in arrays.items()}
+    n = len(next(iter(part.values())))
+    if n < b:
+      part = {k: np.concatenate([v, np.zeros((b - n,) + v.shape[1:], v.dtype)])
+              for k, v in part.items()}
+    part["valid"] = np.arange(b) < n
+    yield part, n
+
+
+def map_batches(fn, x: np.ndarray, batch_size: int, mesh: Mesh) -> np.ndarray:
+  """fn(sharded batch) for every batch of x (single process: x is the whole array), padding
+  the last one; returns the concatenated host results without the padding rows."""
+  out = []
+  for part, n in padded_batches({"x": x}, batch_size, mesh):
+    out.append(to_host(fn(jax.device_put(part["x"], batch_sharding(mesh))))[:n])
+  return np.concatenate(out)
+
+
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = "config.train.batch_size"):
+  from freqjax import errors  # pylint: disable=g-import-not-at-top
   n = mesh.devices.size
   if global_batch % n:
-    up = -(-global_batch // n) * n
-    raise ValueError(
+    up = round_up(global_batch, mesh)
+    raise errors.ConfigError(
         f"{what}={global_batch} (the global batch) is not divisible by the {n} devices in "
         f"use. Set {what} to a multiple of {n} (e.g. {up}) or choose the device count with "
         "config.train.num_devices.")

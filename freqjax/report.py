@@ -3,10 +3,9 @@ of summary.json and the figures/ folder."""
 
 from __future__ import annotations
 
-import json
 import os
 
-from freqjax import artifacts
+from freqjax import artifacts, workdir as workdir_lib
 from freqjax.evaluation import shortcut
 
 
@@ -16,17 +15,18 @@ def _table(header, rows) -> str:
   return "\n".join(out)
 
 
-def _fig(workdir, name, alt) -> str:
-  return f"![{alt}](figures/{name})" if os.path.exists(os.path.join(workdir, "figures", name)) else ""
+def render(config, workdir, summary: dict) -> str:
+  wd = workdir_lib.Workdir(workdir)
+  workdir = wd.root
 
+  def fig(name, alt) -> str:
+    return f"![{alt}](figures/{name})" if os.path.exists(wd.figure(name)) else ""
 
-def render(config, workdir: str, summary: dict) -> str:
   names = summary["class_names"]
   t = summary["dfm_threshold"]
-  with open(os.path.join(workdir, "train_results.json")) as f:
-    train = json.load(f)
-  sc = artifacts.load(os.path.join(workdir, "analysis", "shortcut.npz"), "shortcut")
-  dfm_meta = artifacts.load(os.path.join(workdir, "analysis", "dfm.npz"), "dfm").meta
+  train = wd.train_results()
+  sc = artifacts.load(wd.artifact("shortcut"), "shortcut")
+  dfm_meta = artifacts.load(wd.artifact("dfm"), "dfm").meta
   parts = [
       f"# freqjax report: {config.data.name}, {config.model.name}",
       "",
@@ -47,7 +47,7 @@ def render(config, workdir: str, summary: dict) -> str:
       "## ADCS (which frequencies distinguish each class)",
       f"Variant: `{config.analysis.adcs}`.",
       "",
-      _fig(workdir, "adcs.png", "ADCS"),
+      fig("adcs.png", "ADCS"),
       "",
       "## Dominant frequency maps",
       f"Candidates: {dfm_meta['candidates']['mode']}, patch {dfm_meta['patch_size']}, "
@@ -56,9 +56,9 @@ def render(config, workdir: str, summary: dict) -> str:
       + (f" at {dfm_meta['rate_candidate_images_per_s']:.0f} candidate-images/s."
          if dfm_meta.get("rate_candidate_images_per_s") else "."),
       "",
-      _fig(workdir, "dfm_grid.png", "DFM grid"),
+      fig("dfm_grid.png", "DFM grid"),
       "",
-      _fig(workdir, "scores.png", "candidate scores"),
+      fig("scores.png", "candidate scores"),
       "",
   ]
   if "planted_recall" in summary:
@@ -86,9 +86,9 @@ def render(config, workdir: str, summary: dict) -> str:
       "",
       shortcut.table(sc.arrays, names),
       "",
-      _fig(workdir, "shortcut_tpr_fpr.png", "TPR/FPR"),
+      fig("shortcut_tpr_fpr.png", "TPR/FPR"),
       "",
-      _fig(workdir, "confusion_dfm.png", "confusion matrices"),
+      fig("confusion_dfm.png", "confusion matrices"),
       "",
   ]
   for name, ood in summary.get("ood", {}).items():
@@ -111,7 +111,7 @@ def render(config, workdir: str, summary: dict) -> str:
         "",
         _table(["view"] + names + ["learned first"], rows),
         "",
-        _fig(workdir, "dynamics.png", "learning dynamics"),
+        fig("dynamics.png", "learning dynamics"),
         "",
     ]
   parts += ["## Time per stage in the invocation that wrote this report (s)", "",
@@ -120,14 +120,14 @@ def render(config, workdir: str, summary: dict) -> str:
   return "\n".join(parts)
 
 
-def write(config, workdir: str, summary: dict) -> str:
-  path = os.path.join(workdir, "report.md")
+def write(config, workdir, summary: dict) -> str:
+  path = workdir_lib.Workdir(workdir).report
   artifacts.write_text(path, render(config, workdir, summary))
   return path
 
 
 def learning_dynamics_table(result: dict, class_names) -> str:
-  """Markdown table of the learning-order study (pipeline.run_learning_dynamics_study)."""
+  """Markdown table of the learning-order study (studies.learning_dynamics.run)."""
   header = (["Syn-k", "seed"] + [f"{n} learned" for n in class_names]
             + ["first", "margin (steps)", f"{class_names[3]} in its band only", "test acc"])
   rows = []

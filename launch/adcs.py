@@ -5,14 +5,15 @@
 Choose the checkpoint with --config.analysis.checkpoint=best|latest|STEP.
 """
 
-from freqjax import cli, pipeline
+from freqjax import cli
+from freqjax.stages import adcs
 
 cli.define_flags()
 
 
 def main(argv):
   del argv
-  pipeline.run_adcs(cli.get_config(), cli.workdir())
+  adcs.run(cli.get_config(), cli.workdir())
 
 
 if __name__ == "__main__":

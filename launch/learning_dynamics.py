@@ -8,7 +8,8 @@ config.dynamics.every_steps steps; writes learning_dynamics.json/.md and one run
 
 from absl import flags
 
-from freqjax import cli, pipeline
+from freqjax import cli
+from freqjax.studies import learning_dynamics
 
 cli.define_flags()
 _BANDS = flags.DEFINE_list("bands", ["1", "2", "3", "4"], "Syn-k sets to run.")
@@ -17,9 +18,8 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
 
 def main(argv):
   del argv
-  pipeline.run_learning_dynamics_study(cli.get_config(), cli.workdir(),
-                                       [int(b) for b in _BANDS.value],
-                                       [int(s) for s in _SEEDS.value])
+  learning_dynamics.run(cli.get_config(), cli.workdir(), [int(b) for b in _BANDS.value],
+                        [int(s) for s in _SEEDS.value])
 
 
 if __name__ == "__main__":

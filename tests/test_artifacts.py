@@ -93,3 +93,29 @@ def test_pickles_with_code_are_refused_not_executed(tmp_path, monkeypatch):
   scores.write_bytes(pickle.dumps({0: np.full((4, 4), 0.3)}))
   with pytest.raises(ValueError, match="only 0 and 1"):
     artifacts.import_official_dfms(str(scores))
+
+
+def test_written_files_follow_the_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    artifacts.write_text(str(tmp_path / "a.txt"), "x")
+    artifacts.save(str(tmp_path / "dfm.npz"), "dfm", {"dfm": np.zeros((1, 1, 2, 2), bool)})
+    os.umask(0o002)
+    artifacts.write_json(str(tmp_path / "b.json"), {"a": 1})
+  finally:
+    os.umask(old)
+  assert os.stat(tmp_path / "a.txt").st_mode & 0o777 == 0o644
+  assert os.stat(tmp_path / "dfm.npz").st_mode & 0o777 == 0o644
+  assert os.stat(tmp_path / "b.json").st_mode & 0o777 == 0o664
+
+
+def test_an_unreadable_artifact_names_the_launcher_that_regenerates_it(tmp_path):
+  path = tmp_path / "dfm.npz"
+  artifacts.save(str(path), "dfm", {"dfm": np.zeros((1, 2, 8, 8), bool)})
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) // 2])
+  with pytest.raises(artifacts.ArtifactError,
+                     match=r"truncated or damaged.*Regenerate it with python launch/dfm.py"):
+    artifacts.load(str(path), "dfm")
+  with pytest.raises(artifacts.ArtifactError, match=r"No adcs artifact.*launch/adcs.py"):
+    artifacts.load(str(tmp_path / "adcs.npz"), "adcs")

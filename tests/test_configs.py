@@ -2,7 +2,7 @@
 
 import pytest
 
-from freqjax import config as config_lib
+from freqjax import config as config_lib, errors
 from tests.conftest import load_config
 
 VARIANTS = {
@@ -48,12 +48,26 @@ def test_overrides_are_checked_against_the_schema():
 @pytest.mark.parametrize("field,value,message", [
     ("analysis.threshold", 1.5, r"thresholds must lie in \(0, 1\]"),
     ("analysis.thresholds", (0.0, 0.05), r"thresholds must lie in \(0, 1\]"),
-    ("analysis.patch_size", 3, r"patch_size=3 does not divide the image size 32"),
+    ("analysis.patch_size", 3, r"patch_size=3 must be a divisor of the image size 32: one of "
+                               r"1, 2, 4, 8, 16, 32\."),
+    ("analysis.patch_size", 0, r"patch_size=0 must be a divisor of the image size 32"),
+    ("analysis.thresholds", (0.01, 0.1), r"threshold=0.05 .* is not in "
+                                         r"config.analysis.thresholds=\(0.01, 0.1\); add it"),
     ("augment.crop", "center", r"use 'pad_crop'"),
+    ("train.lr", -1.0, r"config.train.lr=-1.0 must be a positive, finite learning rate"),
+    ("train.lr", 0.0, r"config.train.lr=0.0 must be a positive"),
+    ("train.lr", float("nan"), r"config.train.lr=nan must be a positive"),
+    ("train.momentum", 1.0, r"config.train.momentum=1.0 must lie in \[0, 1\)"),
+    ("train.momentum", -0.1, r"config.train.momentum=-0.1 must lie in \[0, 1\)"),
+    ("train.batch_size", 0, r"config.train.batch_size=0 must be a positive whole number"),
+    ("train.eval_batch_size", -8, r"config.train.eval_batch_size=-8 must be a positive"),
+    ("train.epochs", 0, r"config.train.epochs=0 must be a positive whole number"),
+    ("analysis.checkpoint", "bets", r"use 'best', 'latest' or a step number"),
 ])
 def test_bad_values_fail_with_the_fix(field, value, message):
+  """Each rejected before any work starts (the launchers validate first)."""
   c = load_config("configs/synthetic.py:syn1")
   section, key = field.split(".")
   c[section][key] = value
-  with pytest.raises(ValueError, match=message):
+  with pytest.raises(errors.ConfigError, match=message):
     config_lib.validate(c)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from freqjax import artifacts, pipeline
+from freqjax import artifacts, errors, pipeline
+from freqjax.stages import context, dfm as dfm_stage
+from freqjax.studies import learning_dynamics
 from tests.conftest import REPO, tiny_synthetic_config
 
 
@@ -84,13 +86,34 @@ def test_dfm_launcher_prints_the_dfms_and_planted_overlap(run):
   assert out.stdout.count("planted (u, v):") == 4 and out.stdout.count("recall") == 4
 
 
+def test_a_damaged_dfm_is_rebuilt_from_intact_scores_without_reranking(run, monkeypatch):
+  c, workdir, _ = run
+  dfm_path, scores_path = workdir / "analysis" / "dfm.npz", workdir / "analysis" / "scores.npz"
+  want = artifacts.load(str(dfm_path), "dfm")["dfm"]
+  scores_mtime = os.path.getmtime(scores_path)
+  data = dfm_path.read_bytes()
+  dfm_path.write_bytes(data[: len(data) // 3])  # truncated, as by a full disk or a kill
+  from freqjax.spectral import dfm as dfm_lib
+  monkeypatch.setattr(dfm_lib.Engine, "rank", lambda *a, **k: pytest.fail("re-ranked"))
+  dfm_stage.run(c, str(workdir))
+  np.testing.assert_array_equal(artifacts.load(str(dfm_path), "dfm")["dfm"], want)
+  assert os.path.getmtime(scores_path) == scores_mtime
+  # New thresholds are DFMs of the same scores, too: no ranking.
+  c2 = c.copy_and_resolve_references()
+  c2.analysis.thresholds = (0.05, 0.3)
+  art = dfm_stage.run(c2, str(workdir))
+  assert art.meta["thresholds"] == [0.05, 0.3]
+  np.testing.assert_array_equal(art["dfm"][0], want[1])
+  dfm_stage.run(c, str(workdir))  # back to the run's thresholds for the tests below
+
+
 def test_checkpoint_of_another_model_is_refused(run):
   c, workdir, _ = run
   other = c.copy_and_resolve_references()
   other.model.width_multiplier = 0.25
-  with pytest.raises(ValueError, match=r"does not fit the configured model resnet18 \(width "
+  with pytest.raises(errors.CheckpointError, match=r"does not fit the configured model resnet18 \(width "
                                        r"0.25.*trained as resnet18 \(width 0.0625"):
-    pipeline.load_context(other, str(workdir))
+    context.load_context(other, str(workdir))
 
 
 def test_notebook_runs_top_to_bottom(run):
@@ -116,7 +139,7 @@ def test_notebook_runs_top_to_bottom(run):
 def test_learning_dynamics_study_reports_the_learning_order(tmp_path):
   c = tiny_synthetic_config(tmp_path / "data", **{
       "dynamics.every_steps": 4, "dynamics.until_step": 12, "data.name": "syn_small"})
-  result = pipeline.run_learning_dynamics_study(c, str(tmp_path / "study"), bands=(2,), seeds=(0,))
+  result = learning_dynamics.run(c, str(tmp_path / "study"), bands=(2,), seeds=(0,))
   (run,) = result["runs"]
   assert (run["band"], run["seed"]) == (2, 0) and len(run["learned_step"]) == 4
   assert run["last_evaluated_step"] == 12 and result["total"] == 1

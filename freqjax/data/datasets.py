@@ -21,7 +21,8 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from freqjax import config as config_lib
-from freqjax.data import builders, synthetic
+from freqjax import errors
+from freqjax.data import builders, folder, synthetic
 
 tfds.disable_progress_bar()
 
@@ -122,7 +123,7 @@ def make_builder(data_config):
     return builders.SyntheticBuilder(data_dir=data_dir(d), config=cfg, file_format="array_record")
   if d.kind == "folder":
     if not d.manual_dir:
-      raise ValueError(
+      raise errors.DatasetError(
           "config.data.manual_dir is empty: set it to the dataset root laid out as "
           "<root>/<split>/<class folder>/<image> (e.g. --config.data.manual_dir=/data/imagenet10).")
     test_root = d.test_manual_dir or d.manual_dir
@@ -132,15 +133,31 @@ def make_builder(data_config):
         "test": {"root": test_root, "folder": d.test_split, "size": int(d.image_size)},
     }
     return folder_builder(d.name, splits, d.class_folders or d.class_names, d.class_names,
-                          data_dir(d))
-  raise ValueError(f"Unknown data.kind {d.kind!r}; use 'synthetic' or 'folder'.")
+                          data_dir(d), **_folder_checks(d))
+  raise errors.ConfigError(f"Unknown data.kind {d.kind!r}; use 'synthetic' or 'folder'.")
+
+
+def _folder_checks(data_config) -> dict:
+  """`data.min_source_size` and `data.unlisted_classes`, validated, as builder kwargs."""
+  min_size, policy = data_config.min_source_size, data_config.unlisted_classes
+  if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
+    raise errors.ConfigError(
+        f"config.data.min_source_size must be an integer >= 0 (0 = no check), got {min_size!r}.")
+  if policy not in folder.UNLISTED_POLICIES:
+    raise errors.ConfigError(
+        f"config.data.unlisted_classes must be one of "
+        f"{', '.join(folder.UNLISTED_POLICIES)}, got {policy!r}.")
+  return {"min_source_size": min_size, "unlisted_classes": policy}
 
 
 def folder_builder(label: str, splits: dict, class_folders: Sequence[str],
-                   class_names: Sequence[str], directory: str):
+                   class_names: Sequence[str], directory: str, *, min_source_size: int = 16,
+                   unlisted_classes: str = "warn"):
+  """The FolderBuilder of `splits` (scans the folders: the config name covers every file)."""
   cfg = builders.FolderBuilder.make_config(
       label.replace("/", "_").replace(" ", "_") or "folder", splits=splits,
-      class_folders=class_folders, class_names=class_names)
+      class_folders=class_folders, class_names=class_names, min_source_size=min_source_size,
+      unlisted_classes=unlisted_classes)
   return builders.FolderBuilder(data_dir=directory, config=cfg, file_format="array_record")
 
 
@@ -154,11 +171,21 @@ def _prepare(builder, in_memory_mb: float) -> Dataset:
   if not os.path.exists(os.path.join(builder.data_dir, "dataset_info.json")):
     logging.info("Preparing dataset %s in %s", builder.builder_config.name, builder.data_dir)
   builder.download_and_prepare()
-  skipped = (builder.info.metadata or {}).get("skipped_files", [])
+  meta = builder.info.metadata or {}
+  skipped = meta.get("skipped_files", [])
   if skipped:
     logging.warning("%d unreadable files were skipped while preparing %s; they are listed "
                     "in its metadata.json (skipped_files).", len(skipped), builder.data_dir)
-  path = str(builder.data_dir)
+  small = meta.get("small_files", [])
+  if small:
+    logging.warning("%d source images of %s are smaller than data.min_source_size=%s px on a "
+                    "side and were upscaled; they are listed in its metadata.json "
+                    "(small_files).", len(small), builder.data_dir, meta.get("min_source_size"))
+  return open_prepared(str(builder.data_dir), in_memory_mb)
+
+
+def open_prepared(path: str, in_memory_mb: float = 2048) -> Dataset:
+  """A dataset prepared earlier, from its directory (e.g. an artifact's meta['dataset'])."""
   return Dataset(path, tfds.builder_from_directory(path).info, in_memory_mb)
 
 
@@ -172,7 +199,8 @@ def prepare_ood(data_config, root: str, split: str, label: str | None = None) ->
   splits = {"test": {"root": root, "folder": split, "size": int(data_config.image_size)}}
   name = label or os.path.basename(os.path.normpath(root))
   b = folder_builder(name, splits, data_config.class_folders or data_config.class_names,
-                     data_config.class_names, data_dir(data_config))
+                     data_config.class_names, data_dir(data_config),
+                     **_folder_checks(data_config))
   return _prepare(b, data_config.in_memory_mb)
 
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from freqjax import parallel
+from freqjax import errors, parallel
 from freqjax.evaluation import metrics
 from freqjax.spectral import fft
 
@@ -33,17 +33,7 @@ def make_predict(apply_fn, mesh):
 
 def predictions(predict, variables, mesh, images: np.ndarray, keep: np.ndarray,
                 batch_size: int) -> np.ndarray:
-  n = len(images)
-  d = int(mesh.devices.size)
-  b = -(-min(batch_size, n) // d) * d
-  out = []
-  for lo in range(0, n, b):
-    chunk = images[lo:lo + b]
-    if len(chunk) < b:
-      chunk = np.concatenate([chunk, np.repeat(chunk[:1], b - len(chunk), 0)])
-    x = jax.device_put(chunk, parallel.batch_sharding(mesh))
-    out.append(parallel.to_host(predict(variables, x, keep)))
-  return np.concatenate(out)[:n]
+  return parallel.map_batches(lambda x: predict(variables, x, keep), images, batch_size, mesh)
 
 
 def run(apply_fn, variables, mesh, images: np.ndarray, labels: np.ndarray, dfms: np.ndarray,
@@ -52,7 +42,7 @@ def run(apply_fn, variables, mesh, images: np.ndarray, labels: np.ndarray, dfms:
   dfms = np.asarray(dfms)
   num_classes = dfms.shape[0]
   if dfms.shape[1:] != images.shape[1:3]:
-    raise ValueError(f"The DFMs are {dfms.shape[1]}×{dfms.shape[2]} but the images are "
+    raise errors.ArtifactShapeError(f"The DFMs are {dfms.shape[1]}×{dfms.shape[2]} but the images are "
                      f"{images.shape[1]}×{images.shape[2]}; compute DFMs at the image size "
                      "(or prepare the test set at the DFMs' size).")
   labels = np.asarray(labels)
@@ -80,9 +70,10 @@ def run(apply_fn, variables, mesh, images: np.ndarray, labels: np.ndarray, dfms:
     confs = np.stack([metrics.confusion(
         labels, predictions(predict, variables, mesh, images, make_mask(dfms[k]), batch_size),
         num_classes) for k in range(num_classes)])
-    tpr = np.array([confs[k, k, k] / pos[k] for k in range(num_classes)])
-    fpr = np.array([(confs[k, :, k].sum() - confs[k, k, k]) / neg[k]
-                    for k in range(num_classes)])
+    # Per DFM k, class k's TPR and FPR in the confusion matrix of DFM_k-filtered images.
+    rates = [metrics.tpr_fpr(confs[k], pos, neg) for k in range(num_classes)]
+    tpr = np.array([r[0][k] for k, r in enumerate(rates)])
+    fpr = np.array([r[1][k] for k, r in enumerate(rates)])
     out[f"confusion{suffix}"], out[f"tpr{suffix}"], out[f"fpr{suffix}"] = confs, tpr, fpr
   return out
 

@@ -154,8 +154,7 @@ class Engine:
 
   def _cap(self, k: int, num_candidates: int) -> int:
     """Rounds up to a multiple of the device count, at most all candidates (rounded up)."""
-    k = -(-k // self.devices) * self.devices
-    return min(k, -(-num_candidates // self.devices) * self.devices)
+    return min(parallel.round_up(k, self.mesh), parallel.round_up(num_candidates, self.mesh))
 
   def _bytes_per_candidate(self, n, image_shape) -> float:
     d = self.devices
@@ -283,7 +282,7 @@ def greedy_removal(apply_fn: Callable, variables, mesh, images: np.ndarray, labe
   _check_images(images, cands)
   size, patch = cands.size, cands.patch
   d = int(mesh.devices.size)
-  m = -(-parallel_steps // d) * d
+  m = parallel.round_up(parallel_steps, mesh)
   repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
 
   def correct_counts(variables, removed, rect_prefix, spectrum, labels):

@@ -6,12 +6,15 @@ Each checkpoint (directory `<workdir>/checkpoints/<step>/`) holds two items:
   scheduler, validation loss).
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a
 killed run never leaves a half-written checkpoint that looks finished. If the latest
-checkpoint cannot be restored anyway (a damaged disk, a truncated file), `restore_latest`
-moves it to `<workdir>/checkpoints_corrupt/`, warns, and falls back to the one before.
+checkpoint cannot be read anyway (a damaged disk, a truncated file), `restore_latest`
+moves it to `<workdir>/checkpoints_corrupt/`, warns, and falls back to the one before. A
+checkpoint that reads fine but holds another model (other shapes or structure) is never
+moved: that is a CheckpointError naming the differences.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -21,7 +24,11 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from freqjax import parallel
+from freqjax import errors, parallel
+
+
+class UnreadableCheckpoint(Exception):
+  """A checkpoint's files cannot be read (damaged or truncated)."""
 
 
 class Checkpoints:
@@ -40,7 +47,8 @@ class Checkpoints:
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, enable_async_checkpointing=False, create=True,
         cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(self.directory, options=options)
+    handlers = {"state": ocp.StandardCheckpointHandler(), "host": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
   def steps(self) -> list[int]:
     return sorted(self._mgr.all_steps())
@@ -55,9 +63,26 @@ class Checkpoints:
     self._mgr.wait_until_finished()
 
   def _restore(self, step: int, abstract_state):
-    out = self._mgr.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                      host=ocp.args.JsonRestore()))
+    """(state, host); CheckpointError if it holds another model, UnreadableCheckpoint if its
+    files cannot be read."""
+    try:
+      stored = self._mgr.item_metadata(step)["state"]
+      stored = getattr(stored, "tree", stored)
+      if stored is None:
+        raise ValueError("no metadata for the item 'state'")
+    except Exception as e:  # pylint: disable=broad-except  (any failure to read the metadata)
+      raise UnreadableCheckpoint(f"{type(e).__name__}: {e}") from e
+    diff = structure_diff(stored, abstract_state)
+    if diff:
+      raise errors.CheckpointError(
+          f"Checkpoint {step} in {self.directory} holds another model than the configured "
+          f"one: {diff}.")
+    try:
+      out = self._mgr.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                        host=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except  (the structure matched: bad files)
+      raise UnreadableCheckpoint(f"{type(e).__name__}: {e}") from e
     return out["state"], dict(out["host"])
 
   def host_state(self, step: int) -> dict:
@@ -70,10 +95,10 @@ class Checkpoints:
       try:
         state, host = self._restore(step, abstract_state)
         return state, host, step
-      except Exception as e:  # any failure to read means: not a usable checkpoint
-        logging.warning("Checkpoint %d in %s cannot be restored (%s: %s); moving it aside "
-                        "and trying the previous one.", step, self.directory,
-                        type(e).__name__, e)
+      except UnreadableCheckpoint as e:
+        logging.warning("Checkpoint %d in %s cannot be read (%s); moving it to "
+                        "checkpoints_corrupt/ and trying the previous one.", step,
+                        self.directory, e)
         self._quarantine(step)
     return None
 
@@ -94,7 +119,7 @@ class Checkpoints:
         loss = self.host_state(step).get("val_loss")
       except Exception:  # pylint: disable=broad-except
         continue
-      if loss is not None and (best_loss is None or loss < best_loss):
+      if loss is not None and math.isfinite(loss) and (best_loss is None or loss < best_loss):
         best, best_loss = step, loss
     return best
 
@@ -102,7 +127,7 @@ class Checkpoints:
     """Restores 'best', 'latest' or a step number; returns (state, host, step)."""
     steps = self.steps()
     if not steps:
-      raise FileNotFoundError(
+      raise errors.CheckpointError(
           f"No checkpoint in {self.directory}. Train first (launch/train.py with the same "
           "--workdir), or point --workdir at a finished training run.")
     if which == "latest":
@@ -112,9 +137,15 @@ class Checkpoints:
     else:
       step = int(which)
       if step not in steps:
-        raise FileNotFoundError(f"No checkpoint at step {step} in {self.directory}; "
+        raise errors.CheckpointError(f"No checkpoint at step {step} in {self.directory}; "
                                 f"available steps: {steps}.")
-    state, host = self._restore(step, abstract_state)
+    try:
+      state, host = self._restore(step, abstract_state)
+    except UnreadableCheckpoint as e:
+      raise errors.CheckpointError(
+          f"Checkpoint {step} in {self.directory} cannot be read ({e}). Choose another with "
+          f"--config.analysis.checkpoint (available: {steps}), or resume training with "
+          "launch/train.py, which sets unreadable checkpoints aside.") from e
     return state, host, step
 
   def close(self):
@@ -125,3 +156,38 @@ def abstract(state, sharding):
   """ShapeDtypeStructs of `state`, placed with `sharding`, for restoring."""
   return jax.tree_util.tree_map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+
+
+def _flat(tree) -> dict[str, tuple]:
+  """{'params/Conv_0/kernel': shape} of a pytree of arrays or Orbax array metadata."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    names = []
+    for k in path:
+      for attr in ("key", "name", "idx"):
+        if hasattr(k, attr):
+          names.append(str(getattr(k, attr)))
+          break
+    out["/".join(names)] = tuple(getattr(leaf, "shape", ()) or ())
+  return out
+
+
+def structure_diff(stored, abstract_state, limit: int = 3) -> str:
+  """'' if `stored` (checkpoint metadata) has the arrays and shapes of `abstract_state`, else
+  a short description of the first differences."""
+  a, b = _flat(stored), _flat(abstract_state)
+  # Orbax drops empty containers and may store tuples as dicts: compare the leaves only.
+  missing = [k for k in b if k not in a]
+  extra = [k for k in a if k not in b]
+  shapes = [f"{k} {a[k]} stored, {b[k]} configured" for k in b if k in a and a[k] != b[k]]
+  parts = []
+  if shapes:
+    parts.append(f"{len(shapes)} arrays differ in shape (" + "; ".join(shapes[:limit]) +
+                 (", ..." if len(shapes) > limit else "") + ")")
+  if missing:
+    parts.append(f"{len(missing)} configured arrays are not stored (" +
+                 ", ".join(missing[:limit]) + (", ..." if len(missing) > limit else "") + ")")
+  if extra:
+    parts.append(f"{len(extra)} stored arrays are not in the configured model (" +
+                 ", ".join(extra[:limit]) + (", ..." if len(extra) > limit else "") + ")")
+  return "; ".join(parts)

@@ -12,7 +12,11 @@ the same workdir resumes from the latest good checkpoint and ends with the same 
 as an uninterrupted run: data order depends only on (seed, epoch), randomness only on
 (seed, step), and checkpoints carry the position inside the epoch.
 
-Workdir: config.json, checkpoints/, metrics.jsonl, tensorboard/, train_results.json.
+Workdir (`freqjax.workdir.Workdir`): run.json, config.json, checkpoints/, metrics.jsonl,
+tensorboard/, train_results.json. A launch first takes the workdir's lock and checks that
+the workdir holds no other run (`Workdir.claim`), before it writes anything. Training stops
+at the first non-finite loss (checked every `log_every_steps` steps and at every epoch end,
+before a checkpoint is written), so no non-finite checkpoint exists.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from freqjax import artifacts, config as config_lib, models, parallel
+from freqjax import artifacts, config as config_lib, errors, models, parallel
+from freqjax import workdir as workdir_lib
 from freqjax.data import augment, loader as loader_lib
 from freqjax.evaluation import dynamics, inference, metrics
 from freqjax.training import checkpoint, logs, state as state_lib
@@ -78,7 +83,7 @@ def _loaders(config, ds, mesh):
   return train, mk(train_src, val_idx), mk(test_src, np.arange(len(test_src)))
 
 
-def setup(config, workdir: str | None = None):
+def setup(config):
   """Validated config, mesh, prepared dataset and model (shared by training and analysis)."""
   # tensorflow-datasets is imported here, not at module level, so that the training step can
   # be benchmarked on machines without it (launch/gpu_bench.sh).
@@ -89,7 +94,7 @@ def setup(config, workdir: str | None = None):
   parallel.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
   ds = datasets.prepare(config.data)
   if ds.num_classes != config.data.num_classes:
-    raise ValueError(f"The dataset has {ds.num_classes} classes but config.data.num_classes "
+    raise errors.ConfigError(f"The dataset has {ds.num_classes} classes but config.data.num_classes "
                      f"is {config.data.num_classes}; make them agree.")
   model = models.from_config(config.model, ds.num_classes)
   return mesh, ds, model
@@ -101,21 +106,31 @@ def init_state(config, model, mesh, tx):
   return jax.jit(create, out_shardings=parallel.replicated(mesh))(init_rng)
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains (or resumes) the model of `config` in `workdir`; returns the final results."""
-  workdir = os.path.abspath(workdir)
-  mesh, ds, model = setup(config, workdir)
+def train_and_evaluate(config, workdir: str, *, move_aside: bool = False) -> dict:
+  """Trains (or resumes) the model of `config` in `workdir`; returns the final results.
+
+  Refuses (WorkdirError, nothing written) a workdir that holds a run of another model,
+  class set, dataset, seed or image size, unless `move_aside` (the old run is renamed, not
+  deleted). Raises TrainingDivergedError at the first non-finite loss.
+  """
+  wd = workdir_lib.Workdir(workdir)
+  with wd.lock():
+    return _train(config, wd, move_aside)
+
+
+def _train(config, wd: workdir_lib.Workdir, move_aside: bool) -> dict:
+  mesh, ds, model = setup(config)
   t = config.train
   main = parallel.is_main_process()
+  wd.claim(workdir_lib.identity(config, ds.path), move_aside=move_aside)
   if main:
-    os.makedirs(workdir, exist_ok=True)
-    artifacts.write_json(os.path.join(workdir, "config.json"), config)
+    artifacts.write_json(wd.config, config)
 
   train_loader, val_loader, test_loader = _loaders(config, ds, mesh)
   tx = state_lib.make_optimizer(t)
   state = init_state(config, model, mesh, tx)
   train_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
-  ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), t.keep_checkpoints)
+  ckpts = checkpoint.Checkpoints(wd.checkpoints, t.keep_checkpoints)
   restored = ckpts.restore_latest(checkpoint.abstract(state, parallel.replicated(mesh)))
   host = {"epoch": 0, "batch": 0, "done": False,
           "plateau": state_lib.Plateau(lr=t.lr, factor=t.plateau_factor,
@@ -127,7 +142,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                  host["epoch"], host["batch"], ckpts.directory)
   plateau = state_lib.Plateau.from_dict(host["plateau"])
   step = int(state.step)
-  writer = logs.MetricWriter(workdir, resume_step=step if restored is not None else None)
+  writer = logs.MetricWriter(wd.root, resume_step=step if restored is not None else None)
+  guard = FiniteGuard(config, ckpts)
 
   steps_per_epoch = len(train_loader)
   total = t.epochs * steps_per_epoch
@@ -160,6 +176,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
       bar.update(t.batch_size)
       if step % t.log_every_steps == 0:
         fetched = jax.device_get(pending)
+        guard.check(fetched, step - len(fetched) + 1, epoch)
         means = {k: float(np.mean([p[k] for p in fetched])) for k in fetched[0]}
         means["lr"] = plateau.lr
         writer.write(step, "train", means)
@@ -169,7 +186,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       for ev in evaluators:
         if ev.due(step):
           ev(state.variables, step, writer)
+    guard.check(jax.device_get(pending), step - len(pending) + 1, epoch)
     val = inference.evaluate(eval_step, state.variables, val_loader, mesh)
+    guard.check([{"loss": val["loss"]}], step, epoch, what="validation loss")
     complete = b_in_epoch == steps_per_epoch
     if complete:
       lr = plateau.step(val["loss"])
@@ -207,7 +226,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer.close()
   ckpts.close()
   if main:
-    artifacts.write_json(os.path.join(workdir, "train_results.json"), results)
+    artifacts.write_json(wd.train_results_file, results)
   logging.info("test accuracy %.4f after %d steps", test["accuracy"], step)
   return results
 
@@ -218,24 +237,24 @@ def restore_model(config, workdir: str, which="best"):
   `which`: 'best', 'latest' or a step. A checkpoint of another model or class count fails
   with a message that names both.
   """
-  mesh, ds, model = setup(config, workdir)
+  mesh, ds, model = setup(config)
   tx = state_lib.make_optimizer(config.train)
   state = jax.eval_shape(functools.partial(state_lib.create, model, tx,
                                            image_size=config.data.image_size),
                          jax.random.key(0))
-  ckpts = checkpoint.Checkpoints(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints)
+  wd = workdir_lib.Workdir(workdir)
+  ckpts = checkpoint.Checkpoints(wd.checkpoints, config.train.keep_checkpoints)
   abstract = checkpoint.abstract(state, parallel.replicated(mesh))
   try:
     restored, host, step = ckpts.restore(which, abstract)
-  except FileNotFoundError:
-    raise
-  except Exception as e:  # shape or structure mismatch
-    trained = _trained_as(workdir)
-    raise ValueError(
-        f"The checkpoint in {workdir} does not fit the configured model "
+  except errors.CheckpointError as e:
+    if "another model" not in str(e):
+      raise
+    raise errors.CheckpointError(
+        f"The checkpoint in {wd.root} does not fit the configured model "
         f"{config.model.name} (width {config.model.width_multiplier}, "
-        f"{config.data.num_classes} classes): it was trained as {trained}. Use the config "
-        f"the run was trained with. ({type(e).__name__}: {str(e)[:300]})") from e
+        f"{config.data.num_classes} classes): it was trained as {_trained_as(wd)}. Use the "
+        f"config the run was trained with. ({str(e)[:300]})") from e
   finally:
     ckpts.close()
   info = {"workdir": workdir, "checkpoint_step": int(step), "which": str(which),
@@ -243,8 +262,8 @@ def restore_model(config, workdir: str, which="best"):
   return model, restored.variables, info, mesh, ds
 
 
-def _trained_as(workdir: str) -> str:
-  path = os.path.join(workdir, "config.json")
+def _trained_as(wd: workdir_lib.Workdir) -> str:
+  path = wd.config
   try:
     with open(path) as f:
       c = json.load(f)
@@ -252,3 +271,31 @@ def _trained_as(workdir: str) -> str:
             f"{c['data']['num_classes']} classes) according to {path}")
   except Exception:  # pylint: disable=broad-except
     return "another model (no readable config.json in the workdir)"
+
+
+class FiniteGuard:
+  """Stops training at the first non-finite loss, naming the step and the likely cause.
+
+  Checked on losses already fetched to the host (every `log_every_steps` steps and at every
+  epoch end), so it costs no extra device-to-host sync per step.
+  """
+
+  def __init__(self, config, ckpts):
+    self.config, self.ckpts = config, ckpts
+
+  def check(self, fetched: list[dict], first_step: int, epoch: int, what="training loss"):
+    for i, m in enumerate(fetched):
+      loss = float(m["loss"])
+      if not np.isfinite(loss):
+        self._fail(loss, first_step + i, epoch, what)
+
+  def _fail(self, loss, step, epoch, what):
+    t = self.config.train
+    steps = self.ckpts.steps()
+    last = (f"The last good checkpoint is step {steps[-1]}." if steps else
+            "No checkpoint was written.")
+    raise errors.TrainingDivergedError(
+        f"Training diverged: the {what} is {loss} at step {step} (epoch {epoch}); stopped "
+        f"before writing a checkpoint from it. {last} Likely cause: a learning rate too high "
+        f"for this model (config.train.lr={t.lr:g}; the paper uses 0.01) — lower it, or check "
+        f"the input normalisation (config.data.mean/std) and the data.")

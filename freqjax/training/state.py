@@ -50,10 +50,6 @@ def create(model, tx, rng, image_size: int) -> TrainState:
                     batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
 
 
-def learning_rate(state: TrainState) -> jax.Array:
-  return state.opt_state.hyperparams["learning_rate"]
-
-
 def with_learning_rate(state: TrainState, lr: float) -> TrainState:
   hp = dict(state.opt_state.hyperparams)
   hp["learning_rate"] = jnp.asarray(lr, hp["learning_rate"].dtype)

@@ -4,8 +4,7 @@ import socket
 import subprocess
 import sys
 
-import jax
-import numpy as np
+import chex
 
 from tests.conftest import REPO, tiny_synthetic_config
 from tests.training.helpers import cli_args, params_of, subprocess_env
@@ -32,8 +31,7 @@ def test_two_processes_equal_one_process(tmp_path):
   got, step = params_of(multi)
   want, step1 = params_of(single)
   assert step == step1 == 3
-  for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
   assert "process 1 of 2" in errs[1].lower() or "Process 1 of 2" in errs[1]
 
 

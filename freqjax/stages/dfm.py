@@ -1,0 +1,96 @@
+"""DFM stage: rank every candidate for every class (analysis/scores.npz), take the top
+fraction per threshold (analysis/dfm.npz), optionally DFM-X's greedy DFMs (greedy.npz).
+
+The scores' fingerprint covers the checkpoint, data and candidates; the DFMs' adds the
+thresholds. So a missing or damaged dfm.npz, or new thresholds, are rebuilt from an intact
+scores.npz without re-ranking; a killed ranking resumes from analysis/dfm_partial/.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from freqjax import artifacts, parallel
+from freqjax.data import datasets
+from freqjax.evaluation import dfm_summary
+from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib
+from freqjax.stages import context
+
+
+def candidates(config) -> cand_lib.CandidateSet:
+  a = config.analysis
+  return cand_lib.make(int(config.data.image_size), int(a.patch_size), a.candidates)
+
+
+@context.stage
+def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifact:
+  """Writes scores.npz and dfm.npz (reusing what is fresh); prints the DFMs."""
+  ctx = context.ensure(config, workdir, ctx)
+  a = config.analysis
+  scores = run_scores(config, ctx)
+  thresholds = [float(t) for t in a.thresholds]
+
+  def compute():
+    meta = dict(scores.meta, thresholds=thresholds, scores_fingerprint=scores.meta["fingerprint"])
+    return {"dfm": dfm_lib.dfms(scores["scores"], thresholds)}, meta
+
+  art = context.cached(ctx.wd.artifact("dfm"), "dfm",
+                       ctx.fingerprint("dfm", scores.meta["fingerprint"], thresholds), compute)
+  if parallel.is_main_process():
+    print(dfm_summary.text(art, float(a.threshold), datasets.planted_masks(ctx.dataset)))
+  if a.greedy:
+    run_greedy(config, workdir, ctx)
+  return art
+
+
+def run_scores(config, ctx: context.Context) -> artifacts.Artifact:
+  """scores.npz: every candidate's score per class (the exhaustive ranking; resumable)."""
+  a = config.analysis
+  cands = candidates(config)
+  fp = ctx.fingerprint("scores", cands.describe())
+
+  def compute():
+    engine = dfm_lib.Engine(ctx.apply_fn, ctx.variables, ctx.mesh, cands,
+                            memory_budget_mb=a.memory_budget_mb, progress=config.train.progress)
+    store = dfm_lib.ChunkStore(ctx.wd.dfm_partial, {"fingerprint": fp})
+    t0 = time.time()
+    raw = engine.rank(ctx.images, ctx.labels, range(len(ctx.class_names)), store=store,
+                      class_names=ctx.class_names)
+    meta = ctx.meta(patch_size=int(a.patch_size), candidates=cands.describe(),
+                    seconds=time.time() - t0, rate_candidate_images_per_s=engine.last_rate)
+    return ({"scores": dfm_lib.score_maps(cands, raw), "candidate_scores": raw,
+             "candidate_rects": cands.rects}, meta)
+
+  art = context.cached(ctx.wd.artifact("scores"), "scores", fp, compute)
+  dfm_lib.ChunkStore(ctx.wd.dfm_partial, {}).discard()  # the partials are in scores.npz now
+  return art
+
+
+@context.stage
+def run_greedy(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifact:
+  """greedy.npz: DFM-X's greedy removal per class, in the order of the exhaustive scores."""
+  ctx = context.ensure(config, workdir, ctx)
+  a = config.analysis
+  scores = run_scores(config, ctx)
+  cands = candidates(config)
+
+  def compute():
+    dfms, counts, orders = [], [], []
+    for c in range(len(ctx.class_names)):
+      order = np.argsort(scores["candidate_scores"][c], kind="stable")  # least important first
+      g = dfm_lib.greedy_removal(ctx.apply_fn, ctx.variables, ctx.mesh,
+                                 ctx.images[ctx.labels == c], c, cands, order,
+                                 int(a.greedy_tolerance), int(a.greedy_parallel),
+                                 progress=config.train.progress)
+      dfms.append(g["dfm"])
+      counts.append(g["counts"][-1])
+      orders.append(order)
+    meta = ctx.meta(patch_size=int(a.patch_size), candidates=cands.describe(),
+                    tolerance=int(a.greedy_tolerance))
+    return ({"dfm": np.stack(dfms), "order": np.stack(orders),
+             "final_correct": np.array(counts)}, meta)
+
+  fp = ctx.fingerprint("greedy", scores.meta["fingerprint"], a.greedy_tolerance)
+  return context.cached(ctx.wd.artifact("greedy"), "greedy", fp, compute)

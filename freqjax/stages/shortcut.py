@@ -1,0 +1,50 @@
+"""Shortcut-test stage: DFM-filtered TPR/FPR on the test set (analysis/shortcut.npz and
+.json) and on every OOD folder test set of the config (shortcut_ood_<name>.npz)."""
+
+from __future__ import annotations
+
+import os
+
+from freqjax import artifacts, parallel
+from freqjax.data import datasets
+from freqjax.evaluation import dfm_summary, shortcut
+from freqjax.stages import context
+
+
+def ood_name(root: str) -> str:
+  return os.path.basename(os.path.normpath(root))
+
+
+@context.stage
+def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifact:
+  """Returns the test set's artifact (after writing every OOD set's too)."""
+  ctx = context.ensure(config, workdir, ctx)
+  a = config.analysis
+  dfm_art = artifacts.load(ctx.wd.artifact("dfm"), "dfm")
+  maps = dfm_summary.dfm_at(dfm_art, float(a.threshold))
+  sets = [("test", ctx.wd.artifact("shortcut"), ctx.images, ctx.labels)]
+  for root in a.ood_dirs:
+    name = ood_name(root)
+    ood = datasets.prepare_ood(config.data, root, a.ood_split, label=f"ood_{name}")
+    x, y = ood.arrays("test")
+    sets.append((f"ood:{name}", ctx.wd.artifact("shortcut", f"_ood_{name}"),
+                 context.normalised(config, x), y))
+  out = None
+  for name, path, x, y in sets:
+    fp = ctx.fingerprint("shortcut", name, float(a.threshold), dfm_art.meta.get("fingerprint"))
+
+    def compute(x=x, y=y, name=name):
+      res = shortcut.run(ctx.apply_fn, ctx.variables, ctx.mesh, x, y, maps,
+                         batch_size=int(a.batch_size))
+      return res, ctx.meta(threshold=float(a.threshold), test_set=name,
+                           patch_size=dfm_art.meta["patch_size"])
+
+    art = context.cached(path, "shortcut", fp, compute)
+    if parallel.is_main_process():
+      artifacts.write_json(os.path.splitext(path)[0] + ".json", {
+          "test_set": name, "threshold": float(a.threshold), "classes": ctx.class_names,
+          **art.arrays})
+      print(f"Shortcut test on {name} with DFMs at {100 * float(a.threshold):g}%:")
+      print(shortcut.table(art.arrays, ctx.class_names))
+    out = out or art
+  return out

@@ -1,0 +1,1 @@
+"""Studies: experiments made of several runs (each a workdir of its own)."""

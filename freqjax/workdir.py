@@ -1,0 +1,280 @@
+"""A run's directory: the one place that names its files, knows its run, and locks it.
+
+    wd = Workdir("runs/syn1_small")
+    wd.checkpoints, wd.metrics, wd.artifact("dfm"), wd.figure("dfm_grid.png")
+    with wd.lock():                      # one launch per workdir (process 0 holds an OS lock)
+      wd.claim(identity, move_aside=False)  # refuses a workdir that holds another run
+
+Layout:
+    run.json              what defines the run (model and its shape, classes, dataset
+                          fingerprint, seed, image size), written when training starts
+    config.json           the exact config of the latest launch
+    checkpoints/<step>/   Orbax checkpoints; checkpoints_corrupt/ holds unreadable ones
+    metrics.jsonl, tensorboard/, train_results.json
+    analysis/<kind>.npz   artifacts (analysis/dfm_partial/ while a DFM ranking runs)
+    figures/*.png, report.md, summary.json
+    .lock                 the PID and host of the launch that holds the workdir
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+import json
+import os
+import socket
+import threading
+from typing import Any
+
+from freqjax import artifacts, errors, parallel
+
+RUN_FILE = "run.json"
+# The fields of run.json, in the order a conflict lists them.
+IDENTITY_FIELDS = ("model.name", "model.width_multiplier", "model.stem", "num_classes",
+                   "class_names", "image_size", "seed", "dataset")
+
+
+class Workdir:
+  """Paths of one run directory (nothing is created until something is written)."""
+
+  def __init__(self, root: str | os.PathLike):
+    self.root = os.path.abspath(os.fspath(root))
+
+  def __fspath__(self) -> str:
+    return self.root
+
+  def __repr__(self) -> str:
+    return f"Workdir({self.root!r})"
+
+  def path(self, *parts: str) -> str:
+    return os.path.join(self.root, *parts)
+
+  run_file = property(lambda self: self.path(RUN_FILE))
+  config = property(lambda self: self.path("config.json"))
+  checkpoints = property(lambda self: self.path("checkpoints"))
+  checkpoints_corrupt = property(lambda self: self.path("checkpoints_corrupt"))
+  metrics = property(lambda self: self.path("metrics.jsonl"))
+  tensorboard = property(lambda self: self.path("tensorboard"))
+  train_results_file = property(lambda self: self.path("train_results.json"))
+  analysis = property(lambda self: self.path("analysis"))
+  figures = property(lambda self: self.path("figures"))
+  report = property(lambda self: self.path("report.md"))
+  summary = property(lambda self: self.path("summary.json"))
+  dfm_partial = property(lambda self: self.path("analysis", "dfm_partial"))
+  lock_file = property(lambda self: self.path(".lock"))
+
+  def artifact(self, kind: str, suffix: str = "") -> str:
+    """analysis/<kind><suffix>.npz (e.g. artifact('shortcut', '_ood_cartoon'))."""
+    return self.path("analysis", f"{kind}{suffix}.npz")
+
+  def figure(self, name: str) -> str:
+    return self.path("figures", name)
+
+  def train_results(self) -> dict | None:
+    """train_results.json's content, or None if training has not finished a launch."""
+    try:
+      with open(self.train_results_file) as f:
+        return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+      return None
+
+  def training_done(self) -> bool:
+    r = self.train_results()
+    return bool(r and r.get("done"))
+
+  def lock(self) -> "Lock":
+    return Lock(self)
+
+  # ------------------------------------------------------------------- run identity ----
+
+  def recorded_identity(self) -> dict | None:
+    """The identity in run.json, or one rebuilt from an older run's config.json, or None."""
+    try:
+      with open(self.run_file) as f:
+        return json.load(f)
+    except FileNotFoundError:
+      pass
+    except json.JSONDecodeError as e:
+      raise errors.WorkdirError(
+          f"{self.run_file} is not readable JSON ({e}); it records which run this workdir "
+          "holds. Restore it, or use another --workdir.") from e
+    if not (os.path.exists(self.config) and self.holds_a_run()):
+      return None
+    try:  # a run trained before run.json existed: its config.json says what it was
+      with open(self.config) as f:
+        c = json.load(f)
+      ident = identity_from_dict(c)
+    except (OSError, ValueError, KeyError, TypeError):
+      return None
+    ident.pop("dataset")  # not recorded by older runs
+    return ident
+
+  def holds_a_run(self) -> bool:
+    """True when the workdir has checkpoints or training logs (a run's work to protect)."""
+    ck = self.checkpoints
+    has_ck = os.path.isdir(ck) and any(not n.startswith(".") for n in os.listdir(ck))
+    return has_ck or os.path.exists(self.metrics) or os.path.exists(self.train_results_file)
+
+  def claim(self, identity: dict, *, move_aside: bool = False) -> None:
+    """Records `identity` as this workdir's run, or stops if the workdir holds another.
+
+    Called before anything is written. With `move_aside`, a conflicting run is renamed to
+    `<workdir>.moved-<time>` (never deleted) and a fresh workdir takes its place.
+    """
+    recorded = self.recorded_identity()
+    if recorded is not None:
+      diff = identity_diff(recorded, identity)
+      if diff:
+        if not move_aside:
+          raise errors.WorkdirError(conflict_message(self.root, diff))
+        self._move_aside()
+      elif os.path.exists(self.run_file):
+        return
+    if parallel.is_main_process():
+      artifacts.write_json(self.run_file, identity)
+    parallel.sync("freqjax_claim_workdir")
+
+  def _move_aside(self) -> None:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    dest = f"{self.root}.moved-{stamp}"
+    n = 1
+    while os.path.exists(dest):
+      dest, n = f"{self.root}.moved-{stamp}-{n}", n + 1
+    if parallel.is_main_process():
+      held = _HELD.get(self.root)
+      os.rename(self.root, dest)
+      print(f"Moved the previous run in {self.root} to {dest} (nothing was deleted).",
+            flush=True)
+      if held is not None:  # keep holding the (fresh) workdir
+        held.relock()
+    parallel.sync("freqjax_move_aside")
+
+
+def identity(config, dataset_path: str | None) -> dict:
+  """What defines a run: a launch whose config differs in any of these is another run."""
+  ident = identity_from_dict(config.to_dict() if hasattr(config, "to_dict") else config)
+  ident["dataset"] = dataset_fingerprint(dataset_path) if dataset_path else None
+  return ident
+
+
+def identity_from_dict(c: dict) -> dict:
+  m, d = c["model"], c["data"]
+  return {"model.name": m["name"], "model.width_multiplier": float(m["width_multiplier"]),
+          "model.stem": m["stem"], "num_classes": int(d["num_classes"]),
+          "class_names": list(d["class_names"]), "image_size": int(d["image_size"]),
+          "seed": int(c["seed"]), "dataset": None}
+
+
+def dataset_fingerprint(path: str) -> str:
+  """<builder>/<config>/<version> of a prepared dataset: it names a hash of its contents."""
+  parts = os.path.normpath(path).split(os.sep)
+  return "/".join(parts[-3:])
+
+
+def identity_diff(recorded: dict, current: dict) -> list[tuple[str, Any, Any]]:
+  """(field, recorded, current) for every field both record and that differs."""
+  out = []
+  for k in IDENTITY_FIELDS:
+    if k in recorded and k in current and recorded[k] is not None and current[k] is not None:
+      if recorded[k] != current[k]:
+        out.append((k, recorded[k], current[k]))
+  return out
+
+
+def conflict_message(root: str, diff) -> str:
+  fields = "; ".join(f"{k}: {a!r} in the workdir, {b!r} now" for k, a, b in diff)
+  return (f"Workdir {root} holds another run ({fields}). Nothing was written. Either use a "
+          "new --workdir for this config, or pass --move_aside to move the old run to "
+          f"{root}.moved-<time> (it is kept, not deleted) and start afresh here.")
+
+
+# ------------------------------------------------------------------------------ lock ----
+
+_HELD: dict[str, "Lock"] = {}
+_HELD_GUARD = threading.Lock()
+
+
+class Lock:
+  """An exclusive OS lock (flock) on <workdir>/.lock, held by process 0 for a launch.
+
+  Re-entrant within a process (the pipeline's stages each take it); a second launch on the
+  same workdir fails at once with the holder's PID and host.
+  """
+
+  def __init__(self, wd: Workdir):
+    self.wd = wd
+    self._fd = None
+    self._depth = 0
+
+  def __enter__(self) -> Workdir:
+    if not parallel.is_main_process():
+      return self.wd
+    with _HELD_GUARD:
+      held = _HELD.get(self.wd.root)
+      if held is not None:
+        held._depth += 1
+        return self.wd
+      self._acquire()
+      self._depth = 1
+      _HELD[self.wd.root] = self
+    return self.wd
+
+  def __exit__(self, *exc) -> None:
+    if not parallel.is_main_process():
+      return
+    with _HELD_GUARD:
+      held = _HELD[self.wd.root]
+      held._depth -= 1
+      if held._depth == 0:
+        held._release()
+        del _HELD[self.wd.root]
+
+  def _acquire(self) -> None:
+    os.makedirs(self.wd.root, exist_ok=True)
+    fd = os.open(self.wd.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = ""
+      try:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        info = json.loads(holder)
+        holder = (f"PID {info['pid']} on host {info['host']}, started {info['started']}, "
+                  f"command: {info['command']}")
+      except (OSError, ValueError, KeyError):
+        holder = holder or "an unknown process"
+      os.close(fd)
+      raise errors.WorkdirError(
+          f"Workdir {self.wd.root} is in use by another launch ({holder}). Wait for it to "
+          "finish (or stop it), or use another --workdir.") from None
+    import sys  # pylint: disable=g-import-not-at-top
+    info = {"pid": os.getpid(), "host": socket.gethostname(),
+            "started": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv)[:500]}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode(), 0)
+    self._fd = fd
+
+  def _release(self) -> None:
+    if self._fd is not None:
+      try:
+        os.ftruncate(self._fd, 0)
+      except OSError:
+        pass
+      fcntl.flock(self._fd, fcntl.LOCK_UN)
+      os.close(self._fd)
+      self._fd = None
+
+  def relock(self) -> None:
+    """After the workdir was moved aside: lock the fresh one at the same path."""
+    old = self._fd
+    self._fd = None
+    self._acquire()
+    if old is not None:
+      fcntl.flock(old, fcntl.LOCK_UN)
+      os.close(old)
+
+
+def locked(root) -> Lock:
+  """`with workdir.locked(path):` — the lock of the workdir at `path`."""
+  return Workdir(root).lock()

@@ -1,0 +1,46 @@
+"""How launchers report failures: one line for user errors (exit code 2), the real error last."""
+
+import errno
+
+from freqjax import cli, errors
+
+
+def _raise_chain():
+  try:
+    raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/checkpoints/5/state")
+  except OSError as e:
+    raise RuntimeError("orbax: async save failed") from e
+
+
+def test_a_full_disk_buried_in_library_errors_is_one_clear_line(capsys):
+  try:
+    _raise_chain()
+  except RuntimeError as e:
+    code = cli.report_failure(e)
+  err = capsys.readouterr().err
+  assert code == 2
+  assert err.strip().splitlines() == [
+      "Error: No space left on the device while writing /runs/x/checkpoints/5/state (No space "
+      "left on device). Free some space (or use a --workdir on another disk) and rerun the "
+      "same command: finished work is kept and the launch resumes where it stopped."]
+
+
+def test_user_errors_are_one_line_unless_the_traceback_is_asked_for(capsys):
+  e = errors.ConfigError("config.train.lr=-1 must be positive.")
+  assert cli.report_failure(e) == 2
+  assert capsys.readouterr().err == "Error: config.train.lr=-1 must be positive.\n"
+  try:
+    raise e
+  except errors.ConfigError as raised:
+    assert cli.report_failure(raised, show_traceback=True) == 2
+  err = capsys.readouterr().err
+  assert "Traceback" in err and err.strip().splitlines()[-1].startswith("Error: config.train")
+
+
+def test_a_bug_keeps_its_traceback_and_ends_with_the_error(capsys):
+  try:
+    {}["missing"]
+  except KeyError as e:
+    assert cli.report_failure(e) == 1
+  err = capsys.readouterr().err
+  assert "Traceback" in err and err.strip().splitlines()[-1] == "Error: KeyError: 'missing'"
