@@ -11,7 +11,8 @@ augmentation study — autoaugment | augmix | sin (train on a stylized copy, fol
 
   python launch/pipeline.py --config=configs/imagenet10.py:resnet18 --workdir=runs/in10_r18 \
       --config.data.manual_dir=/data/imagenet10
-  python launch/train.py --config=configs/imagenet10.py:resnet50,augmix --workdir=runs/in10_r50_augmix
+  python launch/train.py --config=configs/imagenet10.py:resnet50,augmix \
+      --workdir=runs/in10_r50_augmix
   python launch/pipeline.py --config=configs/imagenet10.py:vgg16,sin --workdir=runs/in10_vgg16_sin
   python launch/shortcut_test.py --config=configs/imagenet10.py:resnet18 --workdir=runs/in10_r18 \
       --config.analysis.ood_dirs='("/data/imagenet-sct/cartoon","/data/imagenet10-stylized")'

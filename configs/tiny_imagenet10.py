@@ -18,9 +18,15 @@ from freqjax import config as config_lib
 VARIANTS = ("full",)
 # (class name, folder WNID) in ImageNet-10's index order.
 CLASSES = (
-    ("bullet train", "n02917067"), ("beach wagon", "n02814533"), ("goose", "n01855672"),
-    ("tabby cat", "n02123045"), ("ox", "n02403003"), ("golden retriever", "n02099601"),
-    ("tailed frog", "n01644900"), ("gazelle", "n02423022"), ("lifeboat", "n03662601"),
+    ("bullet train", "n02917067"),
+    ("beach wagon", "n02814533"),
+    ("goose", "n01855672"),
+    ("tabby cat", "n02123045"),
+    ("ox", "n02403003"),
+    ("golden retriever", "n02099601"),
+    ("tailed frog", "n01644900"),
+    ("gazelle", "n02423022"),
+    ("lifeboat", "n03662601"),
     ("moving van", "n03796401"),
 )
 

@@ -30,7 +30,8 @@ import json
 import os
 import pickle
 import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +44,11 @@ KINDS = ("adcs", "scores", "dfm", "shortcut", "greedy", "dynamics")
 
 # The launcher that writes each kind (named when an artifact cannot be read).
 REGENERATE = {
-    "adcs": "launch/adcs.py", "scores": "launch/dfm.py", "dfm": "launch/dfm.py",
-    "shortcut": "launch/shortcut_test.py", "greedy": "launch/dfm.py --config.analysis.greedy=True",
+    "adcs": "launch/adcs.py",
+    "scores": "launch/dfm.py",
+    "dfm": "launch/dfm.py",
+    "shortcut": "launch/shortcut_test.py",
+    "greedy": "launch/dfm.py --config.analysis.greedy=True",
     "dynamics": "launch/train.py with --config.dynamics.every_steps=N, then launch/pipeline.py",
 }
 
@@ -124,12 +128,18 @@ class Artifact:
     return f"Artifact(kind={self.kind!r}, arrays={shapes})"
 
 
-def save(path: str, kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping | None = None) -> str:
+def save(
+    path: str, kind: str, arrays: Mapping[str, np.ndarray], meta: Mapping | None = None
+) -> str:
   """Writes an artifact atomically; returns its path."""
   if kind not in KINDS:
     raise ValueError(f"Unknown artifact kind {kind!r}; known kinds: {', '.join(KINDS)}.")
-  header = {"format": FORMAT, "version": VERSION, "kind": kind,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+  header = {
+      "format": FORMAT,
+      "version": VERSION,
+      "kind": kind,
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
   full = to_jsonable({**(meta or {}), **header})
   payload = {k: np.asarray(v) for k, v in arrays.items()}
   for k, v in payload.items():
@@ -147,8 +157,12 @@ def load(path: str, kind: str | None = None) -> Artifact:
   path = os.fspath(path)
 
   def fail(what: str, cause=None):
-    hint = (f" Regenerate it with python {REGENERATE[kind]} --config=<the run's config> "
-            f"--workdir=<its workdir>." if kind in REGENERATE else "")
+    hint = (
+        f" Regenerate it with python {REGENERATE[kind]} --config=<the run's config> "
+        f"--workdir=<its workdir>."
+        if kind in REGENERATE
+        else ""
+    )
     raise ArtifactError(what + hint) from cause
 
   if not os.path.exists(path):
@@ -158,15 +172,20 @@ def load(path: str, kind: str | None = None) -> Artifact:
       arrays = {k: z[k] for k in z.files}
     meta = json.loads(arrays.pop("__meta__").tobytes().decode()) if "__meta__" in arrays else None
   except Exception as e:  # pylint: disable=broad-except  (zip, JSON and NumPy errors alike)
-    fail(f"{path} is not a readable freqjax artifact (truncated or damaged: "
-         f"{type(e).__name__}: {e}).", e)
+    fail(
+        f"{path} is not a readable freqjax artifact (truncated or damaged: "
+        f"{type(e).__name__}: {e}).",
+        e,
+    )
   if meta is None:
     fail(f"{path} has no __meta__ entry: not a freqjax artifact.")
   if meta.get("format") != FORMAT:
     fail(f"{path}: unknown format {meta.get('format')!r}.")
   if meta.get("version") != VERSION:
-    fail(f"{path}: format version {meta.get('version')} is not supported (this freqjax reads "
-         f"version {VERSION}).")
+    fail(
+        f"{path}: format version {meta.get('version')} is not supported (this freqjax reads "
+        f"version {VERSION})."
+    )
   if kind is not None and meta.get("kind") != kind:
     fail(f"{path} holds a {meta.get('kind')!r} artifact, expected {kind!r}.")
   return Artifact(meta["kind"], arrays, meta)
@@ -184,9 +203,12 @@ def exists(path: str, kind: str | None = None) -> bool:
 # ----------------------------------------------------------------- the authors' pickles ----
 
 _NUMPY_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
 }
 
 
@@ -199,12 +221,14 @@ class _RestrictedUnpickler(pickle.Unpickler):
   def find_class(self, module, name):
     if (module, name) in _NUMPY_GLOBALS:
       import importlib  # pylint: disable=g-import-not-at-top
+
       if module.startswith("numpy.core") and not hasattr(np, "core"):
         module = module.replace("numpy.core", "numpy._core")
       return getattr(importlib.import_module(module), name)
     raise UnsafePickleError(
         f"Refused to load {module}.{name} from the pickle: only NumPy arrays, dicts, lists "
-        "and numbers are allowed in DFM pickles. The file was not executed.")
+        "and numbers are allowed in DFM pickles. The file was not executed."
+    )
 
 
 def _check_plain(obj, where="pickle"):

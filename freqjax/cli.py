@@ -38,14 +38,19 @@ USER_ERROR_EXIT_CODE = 2
 def define_flags(config: bool = True, workdir: bool = True) -> None:
   if config:
     config_flags.DEFINE_config_file(
-        "config", None, "Config file, e.g. configs/synthetic.py:syn1_small", lock_config=True)
+        "config", None, "Config file, e.g. configs/synthetic.py:syn1_small", lock_config=True
+    )
   if workdir:
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and artifacts.")
-    flags.DEFINE_bool("move_aside", False,
-                      "If the workdir holds a run of another model/classes/dataset/seed/size, "
-                      "rename it to <workdir>.moved-<time> (never deleted) and start afresh.")
-  flags.DEFINE_bool("traceback", False, "Show the traceback of user errors too "
-                    "(or set FREQJAX_TRACEBACK=1).")
+    flags.DEFINE_bool(
+        "move_aside",
+        False,
+        "If the workdir holds a run of another model/classes/dataset/seed/size, "
+        "rename it to <workdir>.moved-<time> (never deleted) and start afresh.",
+    )
+  flags.DEFINE_bool(
+      "traceback", False, "Show the traceback of user errors too " "(or set FREQJAX_TRACEBACK=1)."
+  )
   flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of process 0.")
   flags.DEFINE_integer("num_processes", 1, "Multi-host: number of processes.")
   flags.DEFINE_integer("process_id", 0, "Multi-host: index of this process.")
@@ -53,8 +58,7 @@ def define_flags(config: bool = True, workdir: bool = True) -> None:
 
 def get_config():
   if FLAGS.config is None:
-    raise errors.ConfigError(
-        "--config is required, e.g. --config=configs/synthetic.py:syn1_small")
+    raise errors.ConfigError("--config is required, e.g. --config=configs/synthetic.py:syn1_small")
   return FLAGS.config
 
 
@@ -71,6 +75,7 @@ def move_aside() -> bool:
 def run(main) -> None:
   """absl's app.run, after checking config overrides and values and joining a multi-host
   run; user errors end as one line with exit code 2."""
+
   def wrapped(argv):
     logging.set_verbosity(logging.INFO)
     quiet_library_logs()
@@ -80,8 +85,9 @@ def run(main) -> None:
         config_lib.validate(FLAGS.config)
       enable_compilation_cache()
       if "num_processes" in FLAGS:
-        parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                                        FLAGS.process_id)
+        parallel.initialize_distributed(
+            FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
+        )
       main(argv)
     except BaseException as e:  # pylint: disable=broad-except
       if isinstance(e, SystemExit):
@@ -115,12 +121,16 @@ def user_message(e: BaseException) -> str | None:
       return str(e)
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
       where = f" while writing {e.filename}" if e.filename else ""
-      return (f"No space left on the device{where} ({e.strerror}). Free some space (or use a "
-              "--workdir on another disk) and rerun the same command: finished work is kept "
-              "and the launch resumes where it stopped.")
+      return (
+          f"No space left on the device{where} ({e.strerror}). Free some space (or use a "
+          "--workdir on another disk) and rerun the same command: finished work is kept "
+          "and the launch resumes where it stopped."
+      )
     if isinstance(e, KeyboardInterrupt):
-      return ("Interrupted. Rerun the same command to resume: finished checkpoints and "
-              "ranking chunks are kept.")
+      return (
+          "Interrupted. Rerun the same command to resume: finished checkpoints and "
+          "ranking chunks are kept."
+      )
     e = e.__cause__ or e.__context__
   return None
 
@@ -143,9 +153,14 @@ def report_failure(e: BaseException, show_traceback: bool = False) -> int:
 def enable_compilation_cache() -> None:
   """Persists compiled XLA programs (default ~/.cache/freqjax/xla) so reruns start fast."""
   import jax  # pylint: disable=g-import-not-at-top
+
   if not jax.config.jax_compilation_cache_dir:
-    jax.config.update("jax_compilation_cache_dir", os.environ.get(
-        "FREQJAX_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "freqjax", "xla")))
+    jax.config.update(
+        "jax_compilation_cache_dir",
+        os.environ.get(
+            "FREQJAX_XLA_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "freqjax", "xla")
+        ),
+    )
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
@@ -174,6 +189,7 @@ def _check_config_overrides(argv) -> None:
   if not os.path.exists(file):
     raise errors.ConfigError(f"Config file {file} does not exist (from --config={path}).")
   import importlib.util  # pylint: disable=g-import-not-at-top
+
   spec = importlib.util.spec_from_file_location("_freqjax_config_check", file)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)

@@ -12,7 +12,7 @@ import math
 import os
 import pathlib
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import ml_collections
 
@@ -28,9 +28,15 @@ IMAGENET10_MEAN = (0.479838, 0.470448, 0.429404)
 IMAGENET10_STD = (0.258143, 0.252662, 0.272406)
 # ImageNet-10 in the official index order: (name, WNID).
 IMAGENET10_CLASSES = (
-    ("airliner", "n02690373"), ("beach wagon", "n02814533"), ("hummingbird", "n01833805"),
-    ("Siamese cat", "n02123597"), ("ox", "n02403003"), ("golden retriever", "n02099601"),
-    ("tailed frog", "n01644900"), ("zebra", "n02391049"), ("container ship", "n03095699"),
+    ("airliner", "n02690373"),
+    ("beach wagon", "n02814533"),
+    ("hummingbird", "n01833805"),
+    ("Siamese cat", "n02123597"),
+    ("ox", "n02403003"),
+    ("golden retriever", "n02099601"),
+    ("tailed frog", "n01644900"),
+    ("zebra", "n02391049"),
+    ("container ship", "n03095699"),
     ("trailer truck", "n04467665"),
 )
 # Radial bands of the synthetic specification: [lo, hi) in cycles per image.
@@ -40,7 +46,8 @@ SYNTHETIC_BANDS = ((0.0, 4.0), (4.0, 8.0), (8.0, 12.0), (12.0, math.inf))
 def default_data_dir() -> str:
   """Where prepared datasets live unless `data.data_dir` says otherwise."""
   return os.environ.get(
-      "FREQJAX_DATA_DIR", os.path.join(os.path.expanduser("~"), ".cache", "freqjax", "datasets"))
+      "FREQJAX_DATA_DIR", os.path.join(os.path.expanduser("~"), ".cache", "freqjax", "datasets")
+  )
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -164,7 +171,8 @@ def parse_variant(arg: str | None, valid: Iterable[str]) -> list[str]:
     if t not in valid and "=" not in t:
       raise errors.ConfigError(
           f"Unknown config variant {t!r}. Valid variants: {', '.join(valid)} "
-          "(combine with commas, e.g. 'syn2,small').")
+          "(combine with commas, e.g. 'syn2,small')."
+      )
   return tokens
 
 
@@ -181,7 +189,8 @@ def check_overrides(config: ml_collections.ConfigDict, argv: Sequence[str]) -> N
         keys = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
         raise errors.ConfigError(
             f"Unknown config key '{m.group(1)}' ('{key}' is not a field of {where}). "
-            f"Valid keys of {where}: {', '.join(keys)}. Fix the spelling of the override.")
+            f"Valid keys of {where}: {', '.join(keys)}. Fix the spelling of the override."
+        )
       node, path = node[key], path + [key]
 
 
@@ -200,11 +209,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if d.kind not in ("synthetic", "folder"):
     fail(f"config.data.kind must be 'synthetic' or 'folder', got {d.kind!r}.")
   if len(d.class_names) != d.num_classes:
-    fail(f"config.data.class_names has {len(d.class_names)} names but num_classes is "
-         f"{d.num_classes}; give one name per class.")
+    fail(
+        f"config.data.class_names has {len(d.class_names)} names but num_classes is "
+        f"{d.num_classes}; give one name per class."
+    )
   if d.kind == "folder" and d.class_folders and len(d.class_folders) != d.num_classes:
-    fail(f"config.data.class_folders lists {len(d.class_folders)} folders for "
-         f"{d.num_classes} classes; give one folder per class, in class-index order.")
+    fail(
+        f"config.data.class_folders lists {len(d.class_folders)} folders for "
+        f"{d.num_classes} classes; give one folder per class, in class-index order."
+    )
   if d.unlisted_classes not in ("warn", "error"):
     fail(f"config.data.unlisted_classes={d.unlisted_classes!r}; use 'warn' or 'error'.")
   if not int(d.image_size) >= 1:
@@ -212,35 +225,43 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= float(d.val_fraction) < 1.0:
     fail(f"config.data.val_fraction={d.val_fraction} must lie in [0, 1).")
   if not (math.isfinite(t.lr) and t.lr > 0):
-    fail(f"config.train.lr={t.lr} must be a positive, finite learning rate (the paper uses "
-         "0.01).")
+    fail(
+        f"config.train.lr={t.lr} must be a positive, finite learning rate (the paper uses " "0.01)."
+    )
   if not 0.0 <= float(t.momentum) < 1.0:
     fail(f"config.train.momentum={t.momentum} must lie in [0, 1) (the paper uses 0.9).")
   if not (math.isfinite(t.weight_decay) and t.weight_decay >= 0):
     fail(f"config.train.weight_decay={t.weight_decay} must be >= 0.")
-  for key in ("batch_size", "eval_batch_size", "epochs", "keep_checkpoints",
-              "log_every_steps"):
+  for key in ("batch_size", "eval_batch_size", "epochs", "keep_checkpoints", "log_every_steps"):
     if int(t[key]) < 1:
       fail(f"config.train.{key}={t[key]} must be a positive whole number.")
   if int(a.batch_size) < 1:
     fail(f"config.analysis.batch_size={a.batch_size} must be a positive whole number.")
   size = int(d.image_size)
   if int(a.patch_size) < 1 or size % int(a.patch_size):
-    fail(f"config.analysis.patch_size={a.patch_size} must be a divisor of the image size "
-         f"{size}: one of {', '.join(map(str, divisors(size)))}.")
+    fail(
+        f"config.analysis.patch_size={a.patch_size} must be a divisor of the image size "
+        f"{size}: one of {', '.join(map(str, divisors(size)))}."
+    )
   thresholds = [float(x) for x in a.thresholds]
   for x in thresholds + [float(a.threshold)]:
     if not 0.0 < x <= 1.0:
       fail(f"DFM thresholds must lie in (0, 1]; got {x}. Use e.g. 0.05 for 5%.")
   if not any(abs(x - float(a.threshold)) < 1e-9 for x in thresholds):
-    fail(f"config.analysis.threshold={a.threshold} (the DFM used by the shortcut test) is not "
-         f"in config.analysis.thresholds={tuple(thresholds)}; add it there, e.g. "
-         f"--config.analysis.thresholds='{tuple(sorted(thresholds + [float(a.threshold)]))}'.")
+    fail(
+        f"config.analysis.threshold={a.threshold} (the DFM used by the shortcut test) is not "
+        f"in config.analysis.thresholds={tuple(thresholds)}; add it there, e.g. "
+        f"--config.analysis.thresholds='{tuple(sorted(thresholds + [float(a.threshold)]))}'."
+    )
   if a.checkpoint not in ("best", "latest") and not str(a.checkpoint).isdigit():
     fail(f"config.analysis.checkpoint={a.checkpoint!r}; use 'best', 'latest' or a step number.")
   if config.augment.crop not in ("pad_crop", "random_resized_crop", "none"):
-    fail(f"config.augment.crop={config.augment.crop!r}; use 'pad_crop', "
-         "'random_resized_crop' or 'none'.")
+    fail(
+        f"config.augment.crop={config.augment.crop!r}; use 'pad_crop', "
+        "'random_resized_crop' or 'none'."
+    )
   if config.augment.policy not in ("none", "autoaugment", "augmix"):
-    fail(f"config.augment.policy={config.augment.policy!r}; use 'none', 'autoaugment' or "
-         "'augmix'.")
+    fail(
+        f"config.augment.policy={config.augment.policy!r}; use 'none', 'autoaugment' or "
+        "'augmix'."
+    )

@@ -17,18 +17,26 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 AXIS = "data"
 
 
-def initialize_distributed(coordinator_address: str = "", num_processes: int = 1,
-                           process_id: int = 0) -> None:
+def initialize_distributed(
+    coordinator_address: str = "", num_processes: int = 1, process_id: int = 0
+) -> None:
   """Joins a multi-host run (`jax.distributed`); a no-op for a single process."""
   if num_processes <= 1:
     return
   if not coordinator_address:
-    raise ValueError("--num_processes > 1 needs --coordinator_address=HOST:PORT "
-                     "(the address of process 0).")
-  jax.distributed.initialize(coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
-  logging.info("Process %d of %d; %d local / %d global devices", jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+    raise ValueError(
+        "--num_processes > 1 needs --coordinator_address=HOST:PORT " "(the address of process 0)."
+    )
+  jax.distributed.initialize(
+      coordinator_address, num_processes=num_processes, process_id=process_id
+  )
+  logging.info(
+      "Process %d of %d; %d local / %d global devices",
+      jax.process_index(),
+      jax.process_count(),
+      jax.local_device_count(),
+      jax.device_count(),
+  )
 
 
 def make_mesh(num_devices: int = 0) -> Mesh:
@@ -38,8 +46,10 @@ def make_mesh(num_devices: int = 0) -> Mesh:
     if jax.process_count() > 1 and num_devices != len(devices):
       raise ValueError("config.train.num_devices must be 0 (all devices) in multi-host runs.")
     if num_devices > len(devices):
-      raise ValueError(f"config.train.num_devices={num_devices} but only {len(devices)} "
-                       "devices are visible; use 0 for all of them.")
+      raise ValueError(
+          f"config.train.num_devices={num_devices} but only {len(devices)} "
+          "devices are visible; use 0 for all of them."
+      )
     devices = devices[:num_devices]
   return Mesh(np.array(devices), (AXIS,))
 
@@ -66,11 +76,12 @@ def padded_batches(arrays: dict, batch_size: int, mesh: Mesh):
   n_total = len(next(iter(arrays.values())))
   b = round_up(max(1, min(int(batch_size), n_total)), mesh)
   for lo in range(0, n_total, b):
-    part = {k: np.asarray(v[lo:lo + b]) for k, v in arrays.items()}
+    part = {k: np.asarray(v[lo : lo + b]) for k, v in arrays.items()}
     n = len(next(iter(part.values())))
     if n < b:
-      part = {k: np.concatenate([v, np.zeros((b - n,) + v.shape[1:], v.dtype)])
-              for k, v in part.items()}
+      part = {
+          k: np.concatenate([v, np.zeros((b - n,) + v.shape[1:], v.dtype)]) for k, v in part.items()
+      }
     part["valid"] = np.arange(b) < n
     yield part, n
 
@@ -86,13 +97,15 @@ def map_batches(fn, x: np.ndarray, batch_size: int, mesh: Mesh) -> np.ndarray:
 
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = "config.train.batch_size"):
   from freqjax import errors  # pylint: disable=g-import-not-at-top
+
   n = mesh.devices.size
   if global_batch % n:
     up = round_up(global_batch, mesh)
     raise errors.ConfigError(
         f"{what}={global_batch} (the global batch) is not divisible by the {n} devices in "
         f"use. Set {what} to a multiple of {n} (e.g. {up}) or choose the device count with "
-        "config.train.num_devices.")
+        "config.train.num_devices."
+    )
 
 
 def local_batch_size(global_batch: int, mesh: Mesh) -> int:
@@ -115,7 +128,8 @@ def shard_batch(mesh: Mesh, batch):
   """Host-local NumPy batch (this process's rows) -> global arrays sharded over 'data'."""
   sharding = batch_sharding(mesh)
   return jax.tree_util.tree_map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+  )
 
 
 def replicate(mesh: Mesh, tree):
@@ -142,7 +156,9 @@ def progress(**kwargs):
   """A tqdm progress bar on process 0 (refreshing every 30 s when stderr is not a terminal,
   so logs stay readable)."""
   import sys  # pylint: disable=g-import-not-at-top
+
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
   kwargs.setdefault("dynamic_ncols", True)
   kwargs.setdefault("mininterval", 0.5 if sys.stderr.isatty() else 30.0)
   kwargs["disable"] = kwargs.get("disable", False) or not is_main_process()

@@ -7,7 +7,7 @@ in frequency (cycles per image), u vertical and v horizontal.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
@@ -41,8 +41,7 @@ def _grid(n: int, max_cols: int = 5):
   return rows, cols
 
 
-def adcs(adcs_maps: np.ndarray, class_names: Sequence[str], path: str,
-         title: str = "ADCS") -> str:
+def adcs(adcs_maps: np.ndarray, class_names: Sequence[str], path: str, title: str = "ADCS") -> str:
   """One panel per class; symmetric colour range ±(|C| - 1)."""
   c, s = adcs_maps.shape[0], adcs_maps.shape[-1]
   lim = max(c - 1, int(np.abs(adcs_maps).max()))
@@ -68,8 +67,13 @@ def adcs(adcs_maps: np.ndarray, class_names: Sequence[str], path: str,
   return _save(fig, path)
 
 
-def dfm_grid(rows: Mapping[str, np.ndarray], class_names: Sequence[str], path: str,
-             planted: np.ndarray | None = None, title: str = "Dominant frequency maps") -> str:
+def dfm_grid(
+    rows: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    path: str,
+    planted: np.ndarray | None = None,
+    title: str = "Dominant frequency maps",
+) -> str:
   """Models × classes grid of binary DFMs (as the paper's Figure 7); planted cells, when
   given (C,H,W), are outlined in red."""
   names = list(rows)
@@ -83,8 +87,14 @@ def dfm_grid(rows: Mapping[str, np.ndarray], class_names: Sequence[str], path: s
       ax.imshow(maps[k], cmap="gray", vmin=0, vmax=1, extent=_extent(s))
       if planted is not None:
         ij = np.argwhere(planted[k])
-        ax.scatter(ij[:, 1] - s // 2, ij[:, 0] - s // 2, s=30, facecolors="none",
-                   edgecolors="red", linewidths=1.0)
+        ax.scatter(
+            ij[:, 1] - s // 2,
+            ij[:, 0] - s // 2,
+            s=30,
+            facecolors="none",
+            edgecolors="red",
+            linewidths=1.0,
+        )
       ax.set_xticks([])
       ax.set_yticks([])
       if r == 0:
@@ -95,8 +105,12 @@ def dfm_grid(rows: Mapping[str, np.ndarray], class_names: Sequence[str], path: s
   return _save(fig, path)
 
 
-def score_maps(maps: np.ndarray, class_names: Sequence[str], path: str,
-               title: str = "Candidate scores (summed class cross-entropy)") -> str:
+def score_maps(
+    maps: np.ndarray,
+    class_names: Sequence[str],
+    path: str,
+    title: str = "Candidate scores (summed class cross-entropy)",
+) -> str:
   c, s = maps.shape[0], maps.shape[-1]
   rows, cols = _grid(c)
   fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
@@ -118,8 +132,15 @@ def confusion(conf: np.ndarray, class_names: Sequence[str], path: str, title: st
   ax.imshow(conf, cmap="Blues")
   for i in range(n):
     for j in range(n):
-      ax.text(j, i, str(int(conf[i, j])), ha="center", va="center", fontsize=7,
-              color="white" if conf[i, j] > conf.max() / 2 else "black")
+      ax.text(
+          j,
+          i,
+          str(int(conf[i, j])),
+          ha="center",
+          va="center",
+          fontsize=7,
+          color="white" if conf[i, j] > conf.max() / 2 else "black",
+      )
   ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
   ax.set_yticks(range(n), class_names, fontsize=7)
   ax.set_xlabel("predicted")
@@ -128,8 +149,12 @@ def confusion(conf: np.ndarray, class_names: Sequence[str], path: str, title: st
   return _save(fig, path)
 
 
-def confusion_grid(confs: np.ndarray, class_names: Sequence[str], path: str,
-                   title: str = "Confusion matrices on DFM_k-filtered test images") -> str:
+def confusion_grid(
+    confs: np.ndarray,
+    class_names: Sequence[str],
+    path: str,
+    title: str = "Confusion matrices on DFM_k-filtered test images",
+) -> str:
   """(C, C, C): panel k is the confusion matrix with DFM_k applied."""
   c = len(class_names)
   rows, cols = _grid(c)
@@ -147,8 +172,13 @@ def confusion_grid(confs: np.ndarray, class_names: Sequence[str], path: str,
   return _save(fig, path)
 
 
-def dynamics(dyn: Mapping, class_names: Sequence[str], path: str, threshold: float = 0.5,
-             learned: np.ndarray | None = None) -> str:
+def dynamics(
+    dyn: Mapping,
+    class_names: Sequence[str],
+    path: str,
+    threshold: float = 0.5,
+    learned: np.ndarray | None = None,
+) -> str:
   """TPR - FPR per class over training steps, one panel per band-limited view."""
   views = list(dyn["views"])
   rows, cols = _grid(len(views), 3)
@@ -158,7 +188,7 @@ def dynamics(dyn: Mapping, class_names: Sequence[str], path: str, threshold: flo
       ax.axis("off")
       continue
     for ci, name in enumerate(class_names):
-      line, = ax.plot(dyn["steps"], dyn["tpr"][:, vi, ci] - dyn["fpr"][:, vi, ci], label=name)
+      (line,) = ax.plot(dyn["steps"], dyn["tpr"][:, vi, ci] - dyn["fpr"][:, vi, ci], label=name)
       ax.plot(dyn["steps"], dyn["tpr"][:, vi, ci], color=line.get_color(), ls=":", lw=0.8)
       if learned is not None and learned[vi, ci] >= 0:
         ax.axvline(learned[vi, ci], color=line.get_color(), ls=":", lw=0.8)

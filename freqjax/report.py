@@ -40,9 +40,14 @@ def render(config, workdir, summary: dict) -> str:
       f"**{100 * summary['test_accuracy']:.2f}%**; of the last one (step {train['steps']}, "
       f"{train['epochs_completed']} epochs): {100 * train['test_accuracy']:.2f}%.",
       "",
-      _table(["class"] + names,
-             [["test accuracy (analysed)"] + [f"{a:.3f}" for a in summary["test_per_class_accuracy"]],
-              ["test accuracy (last)"] + [f"{a:.3f}" for a in train["test_per_class_accuracy"]]]),
+      _table(
+          ["class"] + names,
+          [
+              ["test accuracy (analysed)"]
+              + [f"{a:.3f}" for a in summary["test_per_class_accuracy"]],
+              ["test accuracy (last)"] + [f"{a:.3f}" for a in train["test_per_class_accuracy"]],
+          ],
+      ),
       "",
       "## ADCS (which frequencies distinguish each class)",
       f"Variant: `{config.analysis.adcs}`.",
@@ -53,8 +58,11 @@ def render(config, workdir, summary: dict) -> str:
       f"Candidates: {dfm_meta['candidates']['mode']}, patch {dfm_meta['patch_size']}, "
       f"{dfm_meta['candidates']['num_candidates']} per class; ranking took "
       f"{summary.get('dfm_seconds') or 0:.0f} s"
-      + (f" at {dfm_meta['rate_candidate_images_per_s']:.0f} candidate-images/s."
-         if dfm_meta.get("rate_candidate_images_per_s") else "."),
+      + (
+          f" at {dfm_meta['rate_candidate_images_per_s']:.0f} candidate-images/s."
+          if dfm_meta.get("rate_candidate_images_per_s")
+          else "."
+      ),
       "",
       fig("dfm_grid.png", "DFM grid"),
       "",
@@ -62,10 +70,17 @@ def render(config, workdir, summary: dict) -> str:
       "",
   ]
   if "planted_recall" in summary:
-    rows = [[n, summary["planted_cells"][k], summary["dfm_cells"][k],
-             f"{summary['planted_recall'][k]:.2f}", f"{summary['planted_precision'][k]:.2f}",
-             f"{summary['top_planted_hits'][k]}/{summary['planted_cells'][k]}"]
-            for k, n in enumerate(names)]
+    rows = [
+        [
+            n,
+            summary["planted_cells"][k],
+            summary["dfm_cells"][k],
+            f"{summary['planted_recall'][k]:.2f}",
+            f"{summary['planted_precision'][k]:.2f}",
+            f"{summary['top_planted_hits'][k]}/{summary['planted_cells'][k]}",
+        ]
+        for k, n in enumerate(names)
+    ]
     parts += [
         f"### Planted frequencies recovered (top {100 * t:g}% DFM)",
         "Planted cells: both cells of each conjugate pair of the class's special "
@@ -73,8 +88,10 @@ def render(config, workdir, summary: dict) -> str:
         "planted cells; precision = planted cells in the DFM / DFM cells; last column: "
         "planted cells among the top-|planted| cells by score.",
         "",
-        _table(["class", "planted cells", "DFM cells", "recall", "precision",
-                "top-|planted| hits"], rows),
+        _table(
+            ["class", "planted cells", "DFM cells", "recall", "precision", "top-|planted| hits"],
+            rows,
+        ),
         "",
     ]
   parts += [
@@ -92,15 +109,32 @@ def render(config, workdir, summary: dict) -> str:
       "",
   ]
   for name, ood in summary.get("ood", {}).items():
-    parts += [f"### OOD test set `{name}`", "",
-              _table(["class", "TPR", "FPR", "TPR unfiltered", "FPR unfiltered"],
-                     [[n, f"{ood['tpr'][k]:.3f}", f"{ood['fpr'][k]:.3f}",
-                       f"{ood['tpr_unfiltered'][k]:.3f}", f"{ood['fpr_unfiltered'][k]:.3f}"]
-                      for k, n in enumerate(names)]), ""]
+    parts += [
+        f"### OOD test set `{name}`",
+        "",
+        _table(
+            ["class", "TPR", "FPR", "TPR unfiltered", "FPR unfiltered"],
+            [
+                [
+                    n,
+                    f"{ood['tpr'][k]:.3f}",
+                    f"{ood['fpr'][k]:.3f}",
+                    f"{ood['tpr_unfiltered'][k]:.3f}",
+                    f"{ood['fpr_unfiltered'][k]:.3f}",
+                ]
+                for k, n in enumerate(names)
+            ],
+        ),
+        "",
+    ]
   if "learned_step" in summary:
     views = list(summary["learned_step"])
-    rows = [[v] + [s if s >= 0 else "never" for s in summary["learned_step"][v]]
-            + [", ".join(summary["learned_first"][v]) or "-"] for v in views]
+    rows = [
+        [v]
+        + [s if s >= 0 else "never" for s in summary["learned_step"][v]]
+        + [", ".join(summary["learned_first"][v]) or "-"]
+        for v in views
+    ]
     parts += [
         "## Learning dynamics",
         f"First evaluated step at which TPR - FPR >= {config.dynamics.threshold} per class, on "
@@ -114,9 +148,12 @@ def render(config, workdir, summary: dict) -> str:
         fig("dynamics.png", "learning dynamics"),
         "",
     ]
-  parts += ["## Time per stage in the invocation that wrote this report (s)", "",
-            _table(list(summary["stage_seconds"]), [list(summary["stage_seconds"].values())]),
-            ""]
+  parts += [
+      "## Time per stage in the invocation that wrote this report (s)",
+      "",
+      _table(list(summary["stage_seconds"]), [list(summary["stage_seconds"].values())]),
+      "",
+  ]
   return "\n".join(parts)
 
 
@@ -128,17 +165,28 @@ def write(config, workdir, summary: dict) -> str:
 
 def learning_dynamics_table(result: dict, class_names) -> str:
   """Markdown table of the learning-order study (studies.learning_dynamics.run)."""
-  header = (["Syn-k", "seed"] + [f"{n} learned" for n in class_names]
-            + ["first", "margin (steps)", f"{class_names[3]} in its band only", "test acc"])
+  header = (
+      ["Syn-k", "seed"]
+      + [f"{n} learned" for n in class_names]
+      + ["first", "margin (steps)", f"{class_names[3]} in its band only", "test acc"]
+  )
   rows = []
   for r in result["runs"]:
     fmt = lambda s: str(s) if s >= 0 else "never"
-    rows.append([f"Syn-{r['band']}", r["seed"]] + [fmt(s) for s in r["learned_step"]]
-                + [", ".join(r["first"]) or "-", r["margin_steps"] if r["margin_steps"] is not None
-                   else "-", fmt(r["learned_step_keep_band"][3]),
-                   f"{r['test_accuracy_at_end']:.3f}"])
-  return (f"Step at which each class is first learned (TPR - FPR >= {result['threshold']} on the "
-          f"full test set, evaluated every {result['every_steps']} steps up to step "
-          f"{result.get('last_evaluated_step', result['until_step'])}). {class_names[3]} "
-          "strictly first in "
-          f"{result['c3_first_count']} of {result['total']} runs.\n\n" + _table(header, rows) + "\n")
+    rows.append(
+        [f"Syn-{r['band']}", r["seed"]]
+        + [fmt(s) for s in r["learned_step"]]
+        + [
+            ", ".join(r["first"]) or "-",
+            r["margin_steps"] if r["margin_steps"] is not None else "-",
+            fmt(r["learned_step_keep_band"][3]),
+            f"{r['test_accuracy_at_end']:.3f}",
+        ]
+    )
+  return (
+      f"Step at which each class is first learned (TPR - FPR >= {result['threshold']} on the "
+      f"full test set, evaluated every {result['every_steps']} steps up to step "
+      f"{result.get('last_evaluated_step', result['until_step'])}). {class_names[3]} "
+      "strictly first in "
+      f"{result['c3_first_count']} of {result['total']} runs.\n\n" + _table(header, rows) + "\n"
+  )

@@ -30,8 +30,16 @@ from freqjax import artifacts, errors, parallel
 
 RUN_FILE = "run.json"
 # The fields of run.json, in the order a conflict lists them.
-IDENTITY_FIELDS = ("model.name", "model.width_multiplier", "model.stem", "num_classes",
-                   "class_names", "image_size", "seed", "dataset")
+IDENTITY_FIELDS = (
+    "model.name",
+    "model.width_multiplier",
+    "model.stem",
+    "num_classes",
+    "class_names",
+    "image_size",
+    "seed",
+    "dataset",
+)
 
 
 class Workdir:
@@ -82,7 +90,7 @@ class Workdir:
     r = self.train_results()
     return bool(r and r.get("done"))
 
-  def lock(self) -> "Lock":
+  def lock(self) -> Lock:
     return Lock(self)
 
   # ------------------------------------------------------------------- run identity ----
@@ -97,7 +105,8 @@ class Workdir:
     except json.JSONDecodeError as e:
       raise errors.WorkdirError(
           f"{self.run_file} is not readable JSON ({e}); it records which run this workdir "
-          "holds. Restore it, or use another --workdir.") from e
+          "holds. Restore it, or use another --workdir."
+      ) from e
     if not (os.path.exists(self.config) and self.holds_a_run()):
       return None
     try:  # a run trained before run.json existed: its config.json says what it was
@@ -143,8 +152,7 @@ class Workdir:
     if parallel.is_main_process():
       held = _HELD.get(self.root)
       os.rename(self.root, dest)
-      print(f"Moved the previous run in {self.root} to {dest} (nothing was deleted).",
-            flush=True)
+      print(f"Moved the previous run in {self.root} to {dest} (nothing was deleted).", flush=True)
       if held is not None:  # keep holding the (fresh) workdir
         held.relock()
     parallel.sync("freqjax_move_aside")
@@ -159,10 +167,16 @@ def identity(config, dataset_path: str | None) -> dict:
 
 def identity_from_dict(c: dict) -> dict:
   m, d = c["model"], c["data"]
-  return {"model.name": m["name"], "model.width_multiplier": float(m["width_multiplier"]),
-          "model.stem": m["stem"], "num_classes": int(d["num_classes"]),
-          "class_names": list(d["class_names"]), "image_size": int(d["image_size"]),
-          "seed": int(c["seed"]), "dataset": None}
+  return {
+      "model.name": m["name"],
+      "model.width_multiplier": float(m["width_multiplier"]),
+      "model.stem": m["stem"],
+      "num_classes": int(d["num_classes"]),
+      "class_names": list(d["class_names"]),
+      "image_size": int(d["image_size"]),
+      "seed": int(c["seed"]),
+      "dataset": None,
+  }
 
 
 def dataset_fingerprint(path: str) -> str:
@@ -183,14 +197,16 @@ def identity_diff(recorded: dict, current: dict) -> list[tuple[str, Any, Any]]:
 
 def conflict_message(root: str, diff) -> str:
   fields = "; ".join(f"{k}: {a!r} in the workdir, {b!r} now" for k, a, b in diff)
-  return (f"Workdir {root} holds another run ({fields}). Nothing was written. Either use a "
-          "new --workdir for this config, or pass --move_aside to move the old run to "
-          f"{root}.moved-<time> (it is kept, not deleted) and start afresh here.")
+  return (
+      f"Workdir {root} holds another run ({fields}). Nothing was written. Either use a "
+      "new --workdir for this config, or pass --move_aside to move the old run to "
+      f"{root}.moved-<time> (it is kept, not deleted) and start afresh here."
+  )
 
 
 # ------------------------------------------------------------------------------ lock ----
 
-_HELD: dict[str, "Lock"] = {}
+_HELD: dict[str, Lock] = {}
 _HELD_GUARD = threading.Lock()
 
 
@@ -239,18 +255,25 @@ class Lock:
       try:
         holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
         info = json.loads(holder)
-        holder = (f"PID {info['pid']} on host {info['host']}, started {info['started']}, "
-                  f"command: {info['command']}")
+        holder = (
+            f"PID {info['pid']} on host {info['host']}, started {info['started']}, "
+            f"command: {info['command']}"
+        )
       except (OSError, ValueError, KeyError):
         holder = holder or "an unknown process"
       os.close(fd)
       raise errors.WorkdirError(
           f"Workdir {self.wd.root} is in use by another launch ({holder}). Wait for it to "
-          "finish (or stop it), or use another --workdir.") from None
+          "finish (or stop it), or use another --workdir."
+      ) from None
     import sys  # pylint: disable=g-import-not-at-top
-    info = {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv)[:500]}
+
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv)[:500],
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     self._fd = fd

@@ -28,22 +28,43 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute
 
 def main(argv):
   del argv
-  r = bench.dfm_throughput(_MODEL.value, _WIDTH.value, _SIZE.value, _PATCH.value,
-                           _CLASSES.value, _PER_CLASS.value, _MODE.value, _NAIVE.value,
-                           _ENGINE.value, _BUDGET.value, _DEVICES.value, _DTYPE.value)
-  bench.emit("DFM ranking throughput (candidate-images/s)", [
-      ("model", f"{r['model']} ×{r['width_multiplier']}, {r['image_size']} px, patch "
-                f"{r['patch_size']}, {r['devices']} × {r['platform']}"),
-      ("candidates / chunk", f"{r['candidates']} ({r['mode']}) / {r['chunk_candidates']}"),
-      ("engine", f"{r['engine']:.0f}"),
-      ("naive loop", f"{r['naive']:.0f}"),
-      ("plain inference (ceiling)", f"{r['plain']:.0f}"),
-      ("engine / plain", f"{r['engine_vs_plain']:.2f}"),
-      ("engine / naive", f"{r['engine_vs_naive']:.2f}"),
-      ("forwards, official code (sorted / shuffled test set)",
-       f"{r['official_forwards_sorted_test_set']:,} / {r['official_forwards_shuffled_test_set']:,}"),
-      ("forwards, freqjax", f"{r['freqjax_forwards']:,}"),
-  ], r)
+  r = bench.dfm_throughput(
+      _MODEL.value,
+      _WIDTH.value,
+      _SIZE.value,
+      _PATCH.value,
+      _CLASSES.value,
+      _PER_CLASS.value,
+      _MODE.value,
+      _NAIVE.value,
+      _ENGINE.value,
+      _BUDGET.value,
+      _DEVICES.value,
+      _DTYPE.value,
+  )
+  bench.emit(
+      "DFM ranking throughput (candidate-images/s)",
+      [
+          (
+              "model",
+              f"{r['model']} ×{r['width_multiplier']}, {r['image_size']} px, patch "
+              f"{r['patch_size']}, {r['devices']} × {r['platform']}",
+          ),
+          ("candidates / chunk", f"{r['candidates']} ({r['mode']}) / {r['chunk_candidates']}"),
+          ("engine", f"{r['engine']:.0f}"),
+          ("naive loop", f"{r['naive']:.0f}"),
+          ("plain inference (ceiling)", f"{r['plain']:.0f}"),
+          ("engine / plain", f"{r['engine_vs_plain']:.2f}"),
+          ("engine / naive", f"{r['engine_vs_naive']:.2f}"),
+          (
+              "forwards, official code (sorted / shuffled test set)",
+              f"{r['official_forwards_sorted_test_set']:,} / "
+              f"{r['official_forwards_shuffled_test_set']:,}",
+          ),
+          ("forwards, freqjax", f"{r['freqjax_forwards']:,}"),
+      ],
+      r,
+  )
 
 
 if __name__ == "__main__":

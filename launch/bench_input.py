@@ -21,15 +21,26 @@ def main(argv):
   inp = bench.input_throughput(config, _BATCHES.value)
   train = bench.train_throughput(config, _STEPS.value)
   ratio = inp["images_per_second"] / train["images_per_second"]
-  figures = {"input_images_per_second": inp["images_per_second"],
-             "train_images_per_second": train["images_per_second"],
-             "input_vs_train": ratio, "global_batch": inp["global_batch"],
-             "source": inp["source"], "devices": train["devices"]}
-  bench.emit("Input pipeline vs training step", [
-      ("input pipeline images/s", f"{inp['images_per_second']:.0f} ({inp['source']})"),
-      ("training step images/s", f"{train['images_per_second']:.1f}"),
-      ("input / training", f"{ratio:.1f}× ({'not the bottleneck' if ratio > 1 else 'BOTTLENECK'})"),
-  ], figures)
+  figures = {
+      "input_images_per_second": inp["images_per_second"],
+      "train_images_per_second": train["images_per_second"],
+      "input_vs_train": ratio,
+      "global_batch": inp["global_batch"],
+      "source": inp["source"],
+      "devices": train["devices"],
+  }
+  bench.emit(
+      "Input pipeline vs training step",
+      [
+          ("input pipeline images/s", f"{inp['images_per_second']:.0f} ({inp['source']})"),
+          ("training step images/s", f"{train['images_per_second']:.1f}"),
+          (
+              "input / training",
+              f"{ratio:.1f}× ({'not the bottleneck' if ratio > 1 else 'BOTTLENECK'})",
+          ),
+      ],
+      figures,
+  )
 
 
 if __name__ == "__main__":

@@ -18,11 +18,13 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps after a warm-up step.")
 def main(argv):
   del argv
   r = bench.train_throughput(cli.get_config(), _STEPS.value)
-  rows = [("model", f"{r['model']} ×{r['width_multiplier']} ({r['dtype']})"),
-          ("image size / global batch", f"{r['image_size']} / {r['global_batch']}"),
-          ("devices", f"{r['devices']} × {r['platform']}"),
-          ("step time", f"{1e3 * r['step_seconds']:.1f} ms"),
-          ("training images/s", f"{r['images_per_second']:.1f}")]
+  rows = [
+      ("model", f"{r['model']} ×{r['width_multiplier']} ({r['dtype']})"),
+      ("image size / global batch", f"{r['image_size']} / {r['global_batch']}"),
+      ("devices", f"{r['devices']} × {r['platform']}"),
+      ("step time", f"{1e3 * r['step_seconds']:.1f} ms"),
+      ("training images/s", f"{r['images_per_second']:.1f}"),
+  ]
   if "achieved_tflops" in r:
     rows.append(("achieved TFLOP/s (XLA cost analysis)", f"{r['achieved_tflops']:.3f}"))
   bench.emit("Training throughput", rows, r)

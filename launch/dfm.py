@@ -1,6 +1,7 @@
 """Ranks DFM candidates of a trained run (analysis/scores.npz, analysis/dfm.npz); resumable.
 
-  python launch/dfm.py --config=configs/synthetic.py:syn1_small --workdir=runs/syn1_small --config.analysis.patch_size=1
+  python launch/dfm.py --config=configs/synthetic.py:syn1_small --workdir=runs/syn1_small \
+      --config.analysis.patch_size=1
 
 Choose the checkpoint with --config.analysis.checkpoint=best|latest|STEP.
 """

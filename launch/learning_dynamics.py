@@ -18,8 +18,12 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Training seeds.")
 
 def main(argv):
   del argv
-  learning_dynamics.run(cli.get_config(), cli.workdir(), [int(b) for b in _BANDS.value],
-                        [int(s) for s in _SEEDS.value])
+  learning_dynamics.run(
+      cli.get_config(),
+      cli.workdir(),
+      [int(b) for b in _BANDS.value],
+      [int(s) for s in _SEEDS.value],
+  )
 
 
 if __name__ == "__main__":

@@ -4,15 +4,20 @@ CPU with forced host devices), quiet logs, and small shared fixtures."""
 import os
 
 # Must happen before JAX initialises its backends.
-_flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-          if not f.startswith("--xla_force_host_platform_device_count")]
+_flags = [
+    f
+    for f in os.environ.get("XLA_FLAGS", "").split()
+    if not f.startswith("--xla_force_host_platform_device_count")
+]
 os.environ["XLA_FLAGS"] = " ".join(_flags + ["--xla_force_host_platform_device_count=4"])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # One persistent XLA compilation cache for the whole session (xdist workers and the
 # subprocesses tests start): the same small programs compile once, not once per test.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
-    os.environ.get("TMPDIR", "/tmp"), f"freqjax-test-xla-cache-{os.getuid()}"))
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(os.environ.get("TMPDIR", "/tmp"), f"freqjax-test-xla-cache-{os.getuid()}"),
+)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 
 import pathlib  # noqa: E402
@@ -33,6 +38,7 @@ def shared_data():
 def load_config(spec: str):
   """Loads configs/<file>.py:<variant> as the launchers do."""
   import importlib.util  # pylint: disable=g-import-not-at-top
+
   file, _, variant = spec.partition(":")
   s = importlib.util.spec_from_file_location("cfg_" + pathlib.Path(file).stem, REPO / file)
   m = importlib.util.module_from_spec(s)

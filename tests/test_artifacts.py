@@ -8,15 +8,18 @@ import pytest
 
 from freqjax import artifacts
 
-OFFICIAL_COUNTS = {0: 459, 1: 561, 2: 368, 3: 395, 4: 112, 5: 410, 6: 158, 7: 468, 8: 202,
-                   9: 413}
+OFFICIAL_COUNTS = {0: 459, 1: 561, 2: 368, 3: 395, 4: 112, 5: 410, 6: 158, 7: 468, 8: 202, 9: 413}
 
 
 def test_round_trip_and_header(tmp_path):
   path = str(tmp_path / "a" / "dfm.npz")
   dfm = np.random.default_rng(0).random((2, 3, 8, 8)) > 0.5
-  artifacts.save(path, "dfm", {"dfm": dfm}, {"thresholds": (0.05, 0.1), "classes": ["a", "b", "c"],
-                                             "score": np.float32(1.5)})
+  artifacts.save(
+      path,
+      "dfm",
+      {"dfm": dfm},
+      {"thresholds": (0.05, 0.1), "classes": ["a", "b", "c"], "score": np.float32(1.5)},
+  )
   art = artifacts.load(path, "dfm")
   np.testing.assert_array_equal(art["dfm"], dfm)
   assert art.meta["format"] == "freqjax-artifact" and art.meta["version"] == 1
@@ -32,6 +35,7 @@ def test_a_failed_write_leaves_the_previous_file_intact(tmp_path):
   artifacts.save(path, "scores", {"scores": np.ones((1, 4, 4))})
 
   class Boom:
+
     def __array__(self, *a, **k):
       raise RuntimeError("disk full")
 
@@ -74,6 +78,7 @@ def test_official_pickles_import_and_export(shared_data, tmp_path):
 
 
 class _Evil:
+
   def __reduce__(self):
     return (os.system, ("touch should_not_exist",))
 
@@ -114,8 +119,10 @@ def test_an_unreadable_artifact_names_the_launcher_that_regenerates_it(tmp_path)
   artifacts.save(str(path), "dfm", {"dfm": np.zeros((1, 2, 8, 8), bool)})
   data = path.read_bytes()
   path.write_bytes(data[: len(data) // 2])
-  with pytest.raises(artifacts.ArtifactError,
-                     match=r"truncated or damaged.*Regenerate it with python launch/dfm.py"):
+  with pytest.raises(
+      artifacts.ArtifactError,
+      match=r"truncated or damaged.*Regenerate it with python launch/dfm.py",
+  ):
     artifacts.load(str(path), "dfm")
   with pytest.raises(artifacts.ArtifactError, match=r"No adcs artifact.*launch/adcs.py"):
     artifacts.load(str(tmp_path / "adcs.npz"), "adcs")

@@ -22,7 +22,8 @@ def test_a_full_disk_buried_in_library_errors_is_one_clear_line(capsys):
   assert err.strip().splitlines() == [
       "Error: No space left on the device while writing /runs/x/checkpoints/5/state (No space "
       "left on device). Free some space (or use a --workdir on another disk) and rerun the "
-      "same command: finished work is kept and the launch resumes where it stopped."]
+      "same command: finished work is kept and the launch resumes where it stopped."
+  ]
 
 
 def test_user_errors_are_one_line_unless_the_traceback_is_asked_for(capsys):

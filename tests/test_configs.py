@@ -7,8 +7,15 @@ from tests.conftest import load_config
 
 VARIANTS = {
     "configs/synthetic.py": ["syn1", "syn2", "syn3", "syn4", "syn1_small", "syn4,small", None],
-    "configs/imagenet10.py": ["resnet18", "resnet50", "vgg16", "resnet18,autoaugment",
-                              "resnet50,augmix", "vgg16,sin", None],
+    "configs/imagenet10.py": [
+        "resnet18",
+        "resnet50",
+        "vgg16",
+        "resnet18,autoaugment",
+        "resnet50,augmix",
+        "vgg16,sin",
+        None,
+    ],
     "configs/tiny_imagenet10.py": [None, "full"],
 }
 
@@ -45,25 +52,34 @@ def test_overrides_are_checked_against_the_schema():
     config_lib.check_overrides(c, ["--config.trian.lr=0.1"])
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("analysis.threshold", 1.5, r"thresholds must lie in \(0, 1\]"),
-    ("analysis.thresholds", (0.0, 0.05), r"thresholds must lie in \(0, 1\]"),
-    ("analysis.patch_size", 3, r"patch_size=3 must be a divisor of the image size 32: one of "
-                               r"1, 2, 4, 8, 16, 32\."),
-    ("analysis.patch_size", 0, r"patch_size=0 must be a divisor of the image size 32"),
-    ("analysis.thresholds", (0.01, 0.1), r"threshold=0.05 .* is not in "
-                                         r"config.analysis.thresholds=\(0.01, 0.1\); add it"),
-    ("augment.crop", "center", r"use 'pad_crop'"),
-    ("train.lr", -1.0, r"config.train.lr=-1.0 must be a positive, finite learning rate"),
-    ("train.lr", 0.0, r"config.train.lr=0.0 must be a positive"),
-    ("train.lr", float("nan"), r"config.train.lr=nan must be a positive"),
-    ("train.momentum", 1.0, r"config.train.momentum=1.0 must lie in \[0, 1\)"),
-    ("train.momentum", -0.1, r"config.train.momentum=-0.1 must lie in \[0, 1\)"),
-    ("train.batch_size", 0, r"config.train.batch_size=0 must be a positive whole number"),
-    ("train.eval_batch_size", -8, r"config.train.eval_batch_size=-8 must be a positive"),
-    ("train.epochs", 0, r"config.train.epochs=0 must be a positive whole number"),
-    ("analysis.checkpoint", "bets", r"use 'best', 'latest' or a step number"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("analysis.threshold", 1.5, r"thresholds must lie in \(0, 1\]"),
+        ("analysis.thresholds", (0.0, 0.05), r"thresholds must lie in \(0, 1\]"),
+        (
+            "analysis.patch_size",
+            3,
+            r"patch_size=3 must be a divisor of the image size 32: one of " r"1, 2, 4, 8, 16, 32\.",
+        ),
+        ("analysis.patch_size", 0, r"patch_size=0 must be a divisor of the image size 32"),
+        (
+            "analysis.thresholds",
+            (0.01, 0.1),
+            r"threshold=0.05 .* is not in " r"config.analysis.thresholds=\(0.01, 0.1\); add it",
+        ),
+        ("augment.crop", "center", r"use 'pad_crop'"),
+        ("train.lr", -1.0, r"config.train.lr=-1.0 must be a positive, finite learning rate"),
+        ("train.lr", 0.0, r"config.train.lr=0.0 must be a positive"),
+        ("train.lr", float("nan"), r"config.train.lr=nan must be a positive"),
+        ("train.momentum", 1.0, r"config.train.momentum=1.0 must lie in \[0, 1\)"),
+        ("train.momentum", -0.1, r"config.train.momentum=-0.1 must lie in \[0, 1\)"),
+        ("train.batch_size", 0, r"config.train.batch_size=0 must be a positive whole number"),
+        ("train.eval_batch_size", -8, r"config.train.eval_batch_size=-8 must be a positive"),
+        ("train.epochs", 0, r"config.train.epochs=0 must be a positive whole number"),
+        ("analysis.checkpoint", "bets", r"use 'best', 'latest' or a step number"),
+    ],
+)
 def test_bad_values_fail_with_the_fix(field, value, message):
   """Each rejected before any work starts (the launchers validate first)."""
   c = load_config("configs/synthetic.py:syn1")

@@ -20,10 +20,18 @@ from tests.conftest import REPO, tiny_synthetic_config
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("pipeline")
-  c = tiny_synthetic_config(tmp / "data", **{
-      "train.epochs": 3, "dynamics.every_steps": 6, "dynamics.until_step": 18,
-      "dynamics.views": ("full", "keep_b1"), "analysis.greedy": True,
-      "analysis.greedy_parallel": 16, "analysis.batch_size": 40})
+  c = tiny_synthetic_config(
+      tmp / "data",
+      **{
+          "train.epochs": 3,
+          "dynamics.every_steps": 6,
+          "dynamics.until_step": 18,
+          "dynamics.views": ("full", "keep_b1"),
+          "analysis.greedy": True,
+          "analysis.greedy_parallel": 16,
+          "analysis.batch_size": 40,
+      },
+  )
   workdir = tmp / "run"
   summary = pipeline.run_pipeline(c, str(workdir))
   return c, workdir, summary
@@ -33,8 +41,14 @@ def test_pipeline_writes_everything(run):
   c, workdir, summary = run
   on_disk = json.loads((workdir / "summary.json").read_text())
   assert on_disk["test_accuracy"] == summary["test_accuracy"]
-  for key in ("tpr", "fpr", "tpr_unfiltered", "fpr_unfiltered", "planted_recall",
-              "planted_precision"):
+  for key in (
+      "tpr",
+      "fpr",
+      "tpr_unfiltered",
+      "fpr_unfiltered",
+      "planted_recall",
+      "planted_precision",
+  ):
     assert len(on_disk[key]) == 4 and all(0 <= v <= 1 for v in on_disk[key]), key
   assert set(on_disk["learned_step"]) == {"full", "keep_b1"}
   for name in ("adcs", "scores", "dfm", "shortcut", "greedy", "dynamics"):
@@ -48,12 +62,25 @@ def test_pipeline_writes_everything(run):
   sizes = dfm["dfm"].reshape(4, 4, -1).sum(-1)
   assert (sizes[1] >= 51).all() and (sizes[0] < sizes[1]).all()  # 5% of 1024 cells, ties kept
   assert not (workdir / "analysis" / "dfm_partial").exists()  # partials go once the DFM is saved
-  for fig in ("adcs", "dfm_grid", "scores", "confusion_unfiltered", "confusion_dfm",
-              "shortcut_tpr_fpr", "dynamics"):
+  for fig in (
+      "adcs",
+      "dfm_grid",
+      "scores",
+      "confusion_unfiltered",
+      "confusion_dfm",
+      "shortcut_tpr_fpr",
+      "dynamics",
+  ):
     assert (workdir / "figures" / f"{fig}.png").stat().st_size > 5000, fig
   report = (workdir / "report.md").read_text()
-  for heading in ("## Training", "## ADCS", "## Dominant frequency maps",
-                  "### Planted frequencies recovered", "## Shortcut test", "## Learning dynamics"):
+  for heading in (
+      "## Training",
+      "## ADCS",
+      "## Dominant frequency maps",
+      "### Planted frequencies recovered",
+      "## Shortcut test",
+      "## Learning dynamics",
+  ):
     assert heading in report
   assert "(figures/dfm_grid.png)" in report
   sc = json.loads((workdir / "analysis" / "shortcut.json").read_text())
@@ -72,13 +99,18 @@ def test_rerun_reuses_finished_stages(run):
 
 def test_dfm_launcher_prints_the_dfms_and_planted_overlap(run):
   c, workdir, _ = run
-  args = [sys.executable, str(REPO / "launch/dfm.py"),
-          f"--config={REPO}/configs/synthetic.py:syn1", f"--workdir={workdir}",
-          f"--config.data.data_dir={c.data.data_dir}",
-          f"--config.data.synthetic.train_per_class={c.data.synthetic.train_per_class}",
-          f"--config.data.synthetic.test_per_class={c.data.synthetic.test_per_class}",
-          f"--config.model.width_multiplier={c.model.width_multiplier}",
-          "--config.train.batch_size=8", "--config.train.eval_batch_size=16"]
+  args = [
+      sys.executable,
+      str(REPO / "launch/dfm.py"),
+      f"--config={REPO}/configs/synthetic.py:syn1",
+      f"--workdir={workdir}",
+      f"--config.data.data_dir={c.data.data_dir}",
+      f"--config.data.synthetic.train_per_class={c.data.synthetic.train_per_class}",
+      f"--config.data.synthetic.test_per_class={c.data.synthetic.test_per_class}",
+      f"--config.model.width_multiplier={c.model.width_multiplier}",
+      "--config.train.batch_size=8",
+      "--config.train.eval_batch_size=16",
+  ]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -94,6 +126,7 @@ def test_a_damaged_dfm_is_rebuilt_from_intact_scores_without_reranking(run, monk
   data = dfm_path.read_bytes()
   dfm_path.write_bytes(data[: len(data) // 3])  # truncated, as by a full disk or a kill
   from freqjax.spectral import dfm as dfm_lib
+
   monkeypatch.setattr(dfm_lib.Engine, "rank", lambda *a, **k: pytest.fail("re-ranked"))
   dfm_stage.run(c, str(workdir))
   np.testing.assert_array_equal(artifacts.load(str(dfm_path), "dfm")["dfm"], want)
@@ -111,8 +144,11 @@ def test_checkpoint_of_another_model_is_refused(run):
   c, workdir, _ = run
   other = c.copy_and_resolve_references()
   other.model.width_multiplier = 0.25
-  with pytest.raises(errors.CheckpointError, match=r"does not fit the configured model resnet18 \(width "
-                                       r"0.25.*trained as resnet18 \(width 0.0625"):
+  with pytest.raises(
+      errors.CheckpointError,
+      match=r"does not fit the configured model resnet18 \(width "
+      r"0.25.*trained as resnet18 \(width 0.0625",
+  ):
     context.load_context(other, str(workdir))
 
 
@@ -123,13 +159,18 @@ def test_notebook_runs_top_to_bottom(run):
   os.environ["FREQJAX_WORKDIR"] = str(workdir)
   os.environ["FREQJAX_COMPARE"] = str(workdir)
   try:
-    NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(REPO)}}).execute()
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+    ).execute()
   finally:
     os.environ.clear()
     os.environ.update(env_before)
-  text = "\n".join(o.get("text", "") + json.dumps(o.get("data", {}))
-                   for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+  text = "\n".join(
+      o.get("text", "") + json.dumps(o.get("data", {}))
+      for cell in nb.cells
+      if cell.cell_type == "code"
+      for o in cell.outputs
+  )
   assert "image/png" in text
   assert "planted recall" in text and "| C3 |" in text
   assert "1.00 | 1.00 | 1.00 | 1.00" in text  # the run compared with itself: IoU 1
@@ -137,8 +178,10 @@ def test_notebook_runs_top_to_bottom(run):
 
 
 def test_learning_dynamics_study_reports_the_learning_order(tmp_path):
-  c = tiny_synthetic_config(tmp_path / "data", **{
-      "dynamics.every_steps": 4, "dynamics.until_step": 12, "data.name": "syn_small"})
+  c = tiny_synthetic_config(
+      tmp_path / "data",
+      **{"dynamics.every_steps": 4, "dynamics.until_step": 12, "data.name": "syn_small"},
+  )
   result = learning_dynamics.run(c, str(tmp_path / "study"), bands=(2,), seeds=(0,))
   (run,) = result["runs"]
   assert (run["band"], run["seed"]) == (2, 0) and len(run["learned_step"]) == 4

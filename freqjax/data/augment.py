@@ -21,7 +21,7 @@ normalisation, as in torchvision's ToTensor.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -73,8 +73,7 @@ def rrc_box(key, height: int, width: int, scale, ratio, attempts: int = 10):
   area = height * width
   k1, k2, k3, k4 = jax.random.split(key, 4)
   target = area * jax.random.uniform(k1, (attempts,), minval=scale[0], maxval=scale[1])
-  log_r = jax.random.uniform(k2, (attempts,), minval=math.log(ratio[0]),
-                             maxval=math.log(ratio[1]))
+  log_r = jax.random.uniform(k2, (attempts,), minval=math.log(ratio[0]), maxval=math.log(ratio[1]))
   aspect = jnp.exp(log_r)
   w = jnp.round(jnp.sqrt(target * aspect))
   h = jnp.round(jnp.sqrt(target / aspect))
@@ -101,8 +100,8 @@ def crop_and_resize(img, box, size: int):
   scale = jnp.stack([size / h, size / w])
   translation = -jnp.stack([top, left]) * scale
   return jax.image.scale_and_translate(
-      img, (size, size, img.shape[2]), (0, 1), scale, translation, method="linear",
-      antialias=True)
+      img, (size, size, img.shape[2]), (0, 1), scale, translation, method="linear", antialias=True
+  )
 
 
 def random_resized_crop(key, img, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
@@ -117,6 +116,7 @@ def make_train_transform(config) -> Callable:
   policy = None
   if a.policy != "none":
     from freqjax.data import autoaugment  # pylint: disable=g-import-not-at-top
+
     policy = {"autoaugment": autoaugment.auto_augment, "augmix": autoaugment.augmix}[a.policy]
 
   def one(key, img):

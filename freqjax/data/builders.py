@@ -58,12 +58,15 @@ class SyntheticBuilder(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description="freqjax synthetic set with planted class frequencies",
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
-            "label": tfds.features.ClassLabel(names=list(synthetic.CLASS_NAMES)),
-        }),
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Tensor(shape=(size, size, 3), dtype=np.uint8),
+                "label": tfds.features.ClassLabel(names=list(synthetic.CLASS_NAMES)),
+            }
+        ),
         metadata=tfds.core.MetadataDict(
-            params=p, roles=synthetic.draw_roles(p), class_names=list(synthetic.CLASS_NAMES)),
+            params=p, roles=synthetic.draw_roles(p), class_names=list(synthetic.CLASS_NAMES)
+        ),
     )
 
   def _split_generators(self, dl_manager):
@@ -84,8 +87,16 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder):
   MAX_SMALL_FILE_WARNINGS = 10  # per split; the rest are counted in one more warning
 
   @classmethod
-  def make_config(cls, label: str, *, splits: dict[str, dict], class_folders, class_names,
-                  min_source_size: int = 16, unlisted_classes: str = "warn") -> _Config:
+  def make_config(
+      cls,
+      label: str,
+      *,
+      splits: dict[str, dict],
+      class_folders,
+      class_names,
+      min_source_size: int = 16,
+      unlisted_classes: str = "warn",
+  ) -> _Config:
     """`splits` maps this dataset's split name to {'root', 'folder', 'size'}.
 
     Scans every split (one `os.stat` per image file, no decoding) and adds to its spec the
@@ -94,14 +105,20 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder):
     no configured class matches (`folder.check_unlisted`).
     """
     splits = {k: dict(v, root=os.path.abspath(v["root"])) for k, v in splits.items()}
-    scans = {k: folder.scan(v["root"], v["folder"], class_folders, class_names)
-             for k, v in splits.items()}
+    scans = {
+        k: folder.scan(v["root"], v["folder"], class_folders, class_names)
+        for k, v in splits.items()
+    }
     folder.check_unlisted(scans, unlisted_classes)
     for k, v in splits.items():
       v["files"] = {"count": len(scans[k].entries), "digest": scans[k].digest()}
-    spec = {"splits": splits, "class_folders": list(class_folders),
-            "class_names": list(class_names), "min_source_size": int(min_source_size),
-            "unlisted_classes": unlisted_classes}
+    spec = {
+        "splits": splits,
+        "class_folders": list(class_folders),
+        "class_names": list(class_names),
+        "min_source_size": int(min_source_size),
+        "unlisted_classes": unlisted_classes,
+    }
     config = _Config(label=label, spec=spec)
     config.scans = scans  # what the digest covers; generation reads exactly these files
     return config
@@ -111,16 +128,25 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(
         builder=self,
         description="Image folders: " + json.dumps(spec["splits"]),
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(shape=(None, None, 3), dtype=np.uint8,
-                                          encoding="bytes"),
-            "label": tfds.features.ClassLabel(names=list(spec["class_names"])),
-            "file": tfds.features.Text(),
-        }),
+        features=tfds.features.FeaturesDict(
+            {
+                "image": tfds.features.Tensor(
+                    shape=(None, None, 3), dtype=np.uint8, encoding="bytes"
+                ),
+                "label": tfds.features.ClassLabel(names=list(spec["class_names"])),
+                "file": tfds.features.Text(),
+            }
+        ),
         metadata=tfds.core.MetadataDict(
-            splits=spec["splits"], class_names=spec["class_names"],
-            class_folders=spec["class_folders"], min_source_size=spec["min_source_size"],
-            skipped_files=[], source_modes={}, small_files=[], unlisted_class_folders={}),
+            splits=spec["splits"],
+            class_names=spec["class_names"],
+            class_folders=spec["class_folders"],
+            min_source_size=spec["min_source_size"],
+            skipped_files=[],
+            source_modes={},
+            small_files=[],
+            unlisted_class_folders={},
+        ),
     )
 
   def _split_generators(self, dl_manager):
@@ -128,8 +154,9 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder):
     scans = getattr(self.builder_config, "scans", None) or {}
     out = {}
     for split, s in spec["splits"].items():
-      scan = scans.get(split) or folder.scan(s["root"], s["folder"], spec["class_folders"],
-                                             spec["class_names"])
+      scan = scans.get(split) or folder.scan(
+          s["root"], s["folder"], spec["class_folders"], spec["class_names"]
+      )
       if scan.unlisted_folders:
         self.info.metadata["unlisted_class_folders"][split] = list(scan.unlisted_folders)
       out[split] = self._generate_examples(split, s, scan.entries)
@@ -150,13 +177,23 @@ class FolderBuilder(tfds.core.GeneratorBasedBuilder):
       if min(source_size) < min_size:
         small += 1
         if small <= self.MAX_SMALL_FILE_WARNINGS:
-          logging.warning("Source image %s is only %dx%d px (below data.min_source_size=%d); "
-                          "it is upscaled to %d px.", e.path, *source_size, min_size, size)
+          logging.warning(
+              "Source image %s is only %dx%d px (below data.min_source_size=%d); "
+              "it is upscaled to %d px.",
+              e.path,
+              *source_size,
+              min_size,
+              size,
+          )
         meta["small_files"].append({"split": split, "file": rel, "size": list(source_size)})
       modes[mode] += 1
       yield i, {"image": image, "label": e.label, "file": rel}
     if small > self.MAX_SMALL_FILE_WARNINGS:
-      logging.warning("%d more source images of split %s are smaller than %d px; all are "
-                      "listed in metadata.json (small_files).",
-                      small - self.MAX_SMALL_FILE_WARNINGS, split, min_size)
+      logging.warning(
+          "%d more source images of split %s are smaller than %d px; all are "
+          "listed in metadata.json (small_files).",
+          small - self.MAX_SMALL_FILE_WARNINGS,
+          split,
+          min_size,
+      )
     meta["source_modes"][split] = dict(modes)

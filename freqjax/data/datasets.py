@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from freqjax import config as config_lib
-from freqjax import errors
+from freqjax import config as config_lib, errors
 from freqjax.data import builders, folder, synthetic
 
 tfds.disable_progress_bar()
@@ -51,8 +51,7 @@ class RecordSource:
 
   def get(self, indices) -> tuple[np.ndarray, np.ndarray]:
     rows = self._src.__getitems__([int(i) for i in indices])
-    return (np.stack([r["image"] for r in rows]),
-            np.array([r["label"] for r in rows], np.int32))
+    return (np.stack([r["image"] for r in rows]), np.array([r["label"] for r in rows], np.int32))
 
 
 @dataclasses.dataclass
@@ -83,8 +82,10 @@ class Dataset:
     """Random-access reader of a split (cached)."""
     if split not in self._sources:
       if split not in self.info.splits:
-        raise KeyError(f"Dataset {self.path} has no split {split!r}; it has "
-                       f"{', '.join(self.info.splits.keys())}.")
+        raise KeyError(
+            f"Dataset {self.path} has no split {split!r}; it has "
+            f"{', '.join(self.info.splits.keys())}."
+        )
       src = tfds.builder_from_directory(self.path).as_data_source(split)
       n = len(src)
       first = src[0]["image"] if n else np.zeros((0,))
@@ -125,15 +126,25 @@ def make_builder(data_config):
     if not d.manual_dir:
       raise errors.DatasetError(
           "config.data.manual_dir is empty: set it to the dataset root laid out as "
-          "<root>/<split>/<class folder>/<image> (e.g. --config.data.manual_dir=/data/imagenet10).")
+          "<root>/<split>/<class folder>/<image> (e.g. --config.data.manual_dir=/data/imagenet10)."
+      )
     test_root = d.test_manual_dir or d.manual_dir
     splits = {
-        "train": {"root": d.manual_dir, "folder": d.train_split,
-                  "size": int(d.storage_size or d.image_size)},
+        "train": {
+            "root": d.manual_dir,
+            "folder": d.train_split,
+            "size": int(d.storage_size or d.image_size),
+        },
         "test": {"root": test_root, "folder": d.test_split, "size": int(d.image_size)},
     }
-    return folder_builder(d.name, splits, d.class_folders or d.class_names, d.class_names,
-                          data_dir(d), **_folder_checks(d))
+    return folder_builder(
+        d.name,
+        splits,
+        d.class_folders or d.class_names,
+        d.class_names,
+        data_dir(d),
+        **_folder_checks(d),
+    )
   raise errors.ConfigError(f"Unknown data.kind {d.kind!r}; use 'synthetic' or 'folder'.")
 
 
@@ -142,22 +153,35 @@ def _folder_checks(data_config) -> dict:
   min_size, policy = data_config.min_source_size, data_config.unlisted_classes
   if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
     raise errors.ConfigError(
-        f"config.data.min_source_size must be an integer >= 0 (0 = no check), got {min_size!r}.")
+        f"config.data.min_source_size must be an integer >= 0 (0 = no check), got {min_size!r}."
+    )
   if policy not in folder.UNLISTED_POLICIES:
     raise errors.ConfigError(
         f"config.data.unlisted_classes must be one of "
-        f"{', '.join(folder.UNLISTED_POLICIES)}, got {policy!r}.")
+        f"{', '.join(folder.UNLISTED_POLICIES)}, got {policy!r}."
+    )
   return {"min_source_size": min_size, "unlisted_classes": policy}
 
 
-def folder_builder(label: str, splits: dict, class_folders: Sequence[str],
-                   class_names: Sequence[str], directory: str, *, min_source_size: int = 16,
-                   unlisted_classes: str = "warn"):
+def folder_builder(
+    label: str,
+    splits: dict,
+    class_folders: Sequence[str],
+    class_names: Sequence[str],
+    directory: str,
+    *,
+    min_source_size: int = 16,
+    unlisted_classes: str = "warn",
+):
   """The FolderBuilder of `splits` (scans the folders: the config name covers every file)."""
   cfg = builders.FolderBuilder.make_config(
-      label.replace("/", "_").replace(" ", "_") or "folder", splits=splits,
-      class_folders=class_folders, class_names=class_names, min_source_size=min_source_size,
-      unlisted_classes=unlisted_classes)
+      label.replace("/", "_").replace(" ", "_") or "folder",
+      splits=splits,
+      class_folders=class_folders,
+      class_names=class_names,
+      min_source_size=min_source_size,
+      unlisted_classes=unlisted_classes,
+  )
   return builders.FolderBuilder(data_dir=directory, config=cfg, file_format="array_record")
 
 
@@ -165,6 +189,7 @@ def _prepare(builder, in_memory_mb: float) -> Dataset:
   """Builds on process 0 first (the others wait), then on any process that lacks it."""
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     if jax.process_index() == 0:
       builder.download_and_prepare()
     multihost_utils.sync_global_devices("freqjax_prepare_dataset")
@@ -174,13 +199,22 @@ def _prepare(builder, in_memory_mb: float) -> Dataset:
   meta = builder.info.metadata or {}
   skipped = meta.get("skipped_files", [])
   if skipped:
-    logging.warning("%d unreadable files were skipped while preparing %s; they are listed "
-                    "in its metadata.json (skipped_files).", len(skipped), builder.data_dir)
+    logging.warning(
+        "%d unreadable files were skipped while preparing %s; they are listed "
+        "in its metadata.json (skipped_files).",
+        len(skipped),
+        builder.data_dir,
+    )
   small = meta.get("small_files", [])
   if small:
-    logging.warning("%d source images of %s are smaller than data.min_source_size=%s px on a "
-                    "side and were upscaled; they are listed in its metadata.json "
-                    "(small_files).", len(small), builder.data_dir, meta.get("min_source_size"))
+    logging.warning(
+        "%d source images of %s are smaller than data.min_source_size=%s px on a "
+        "side and were upscaled; they are listed in its metadata.json "
+        "(small_files).",
+        len(small),
+        builder.data_dir,
+        meta.get("min_source_size"),
+    )
   return open_prepared(str(builder.data_dir), in_memory_mb)
 
 
@@ -198,9 +232,14 @@ def prepare_ood(data_config, root: str, split: str, label: str | None = None) ->
   """A folder test set of the same classes (OOD), stored at image_size as split 'test'."""
   splits = {"test": {"root": root, "folder": split, "size": int(data_config.image_size)}}
   name = label or os.path.basename(os.path.normpath(root))
-  b = folder_builder(name, splits, data_config.class_folders or data_config.class_names,
-                     data_config.class_names, data_dir(data_config),
-                     **_folder_checks(data_config))
+  b = folder_builder(
+      name,
+      splits,
+      data_config.class_folders or data_config.class_names,
+      data_config.class_names,
+      data_dir(data_config),
+      **_folder_checks(data_config),
+  )
   return _prepare(b, data_config.in_memory_mb)
 
 

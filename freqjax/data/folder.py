@@ -15,7 +15,8 @@ import json
 import os
 import pathlib
 import stat
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 from absl import logging
@@ -35,6 +36,7 @@ class FolderDatasetError(errors.DatasetError):
 @dataclasses.dataclass(frozen=True)
 class Entry:
   """One image file: its path, class index and `os.stat` size/mtime at scan time."""
+
   path: str
   label: int
   size: int = 0
@@ -44,6 +46,7 @@ class Entry:
 @dataclasses.dataclass(frozen=True)
 class SplitScan:
   """What `scan` found in one split folder."""
+
   split_dir: pathlib.Path
   entries: list[Entry]
   unlisted_folders: list[str]  # class folders that no configured class matches
@@ -55,8 +58,9 @@ class SplitScan:
     are not read, so it costs one `os.stat` per file (done by `scan`).
     """
     prefix = len(str(self.split_dir)) + 1  # entries are `<split_dir>/<class folder>/...`
-    rows = sorted((e.path[prefix:].replace(os.sep, "/"), e.label, e.size, e.mtime_ns)
-                  for e in self.entries)
+    rows = sorted(
+        (e.path[prefix:].replace(os.sep, "/"), e.label, e.size, e.mtime_ns) for e in self.entries
+    )
     return hashlib.sha1(json.dumps(rows).encode()).hexdigest()[:16]
 
 
@@ -71,8 +75,9 @@ def _matches(folder_name: str, key: str) -> bool:
   return bool(tail) and head[:1] == "n" and head[1:].isdigit() and _norm(tail) == _norm(key)
 
 
-def match_class_folders(split_dir: pathlib.Path, classes: Sequence[str],
-                        alt_names: Sequence[str] = ()) -> list[pathlib.Path]:
+def match_class_folders(
+    split_dir: pathlib.Path, classes: Sequence[str], alt_names: Sequence[str] = ()
+) -> list[pathlib.Path]:
   """The folder of each class, in class-index order.
 
   A class key matches a folder named exactly as the key, `<key>_<anything>` or
@@ -89,11 +94,13 @@ def match_class_folders(split_dir: pathlib.Path, classes: Sequence[str],
       raise FolderDatasetError(
           f"Class {key!r} has no folder in {split_dir}. Folders found: "
           f"{', '.join(f.name for f in folders) or '(none)'}. Name the class folder by its "
-          "WNID or class name, or fix config.data.class_folders.")
+          "WNID or class name, or fix config.data.class_folders."
+      )
     if len(hits) > 1:
       raise FolderDatasetError(
           f"Class {key!r} matches several folders in {split_dir}: "
-          f"{', '.join(h.name for h in hits)}; make config.data.class_folders unambiguous.")
+          f"{', '.join(h.name for h in hits)}; make config.data.class_folders unambiguous."
+      )
     found.append(hits[0])
   return found
 
@@ -113,21 +120,24 @@ def _image_files(folder: pathlib.Path) -> list[tuple[pathlib.Path, os.stat_resul
   return sorted(out, key=lambda f: f[0].parts)
 
 
-def scan(root: str | os.PathLike, split: str, classes: Sequence[str],
-         alt_names: Sequence[str] = ()) -> SplitScan:
+def scan(
+    root: str | os.PathLike, split: str, classes: Sequence[str], alt_names: Sequence[str] = ()
+) -> SplitScan:
   """Lists every image file of a split (sorted by class, then path) with its stat info,
   and the class folders no configured class matches (hidden `.folders` are not counted)."""
   root = pathlib.Path(root)
   if not root.is_dir():
     raise FolderDatasetError(
         f"Dataset folder {root} does not exist. Expected the layout {LAYOUT}, e.g. "
-        f"{root}/{split}/n02690373/xxx.JPEG; set config.data.manual_dir to its root.")
+        f"{root}/{split}/n02690373/xxx.JPEG; set config.data.manual_dir to its root."
+    )
   split_dir = root / split
   if not split_dir.is_dir():
     present = sorted(p.name for p in root.iterdir() if p.is_dir())
     raise FolderDatasetError(
         f"Split folder {split_dir} does not exist (found: {', '.join(present) or 'nothing'}). "
-        f"Expected the layout {LAYOUT}; set config.data.train_split / test_split.")
+        f"Expected the layout {LAYOUT}; set config.data.train_split / test_split."
+    )
   matched = match_class_folders(split_dir, classes, alt_names)
   entries = []
   for label, folder in enumerate(matched):
@@ -135,16 +145,21 @@ def scan(root: str | os.PathLike, split: str, classes: Sequence[str],
     if not files:
       raise FolderDatasetError(
           f"Class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); every "
-          "class needs at least one image in every split.")
+          "class needs at least one image in every split."
+      )
     entries.extend(Entry(str(p), label, st.st_size, st.st_mtime_ns) for p, st in files)
   names = {f.name for f in matched}
-  unlisted = sorted(p.name for p in split_dir.iterdir()
-                    if p.is_dir() and p.name not in names and not p.name.startswith("."))
+  unlisted = sorted(
+      p.name
+      for p in split_dir.iterdir()
+      if p.is_dir() and p.name not in names and not p.name.startswith(".")
+  )
   return SplitScan(split_dir, entries, unlisted)
 
 
-def scan_split(root: str | os.PathLike, split: str, classes: Sequence[str],
-               alt_names: Sequence[str] = ()) -> list[Entry]:
+def scan_split(
+    root: str | os.PathLike, split: str, classes: Sequence[str], alt_names: Sequence[str] = ()
+) -> list[Entry]:
   """Lists (path, label, size, mtime_ns) for every image file of a split, sorted by class
   then file name."""
   return scan(root, split, classes, alt_names).entries
@@ -161,22 +176,27 @@ def check_unlisted(scans: Mapping[str, SplitScan], policy: str = "warn") -> None
   if policy not in UNLISTED_POLICIES:
     raise errors.ConfigError(
         f"config.data.unlisted_classes must be one of {', '.join(UNLISTED_POLICIES)}, "
-        f"got {policy!r}.")
+        f"got {policy!r}."
+    )
   found = {k: s for k, s in scans.items() if s.unlisted_folders}
   if not found:
     return
-  where = "; ".join(f"split {k!r} ({s.split_dir}): {_listing(s.unlisted_folders)}"
-                    for k, s in found.items())
+  where = "; ".join(
+      f"split {k!r} ({s.split_dir}): {_listing(s.unlisted_folders)}" for k, s in found.items()
+  )
   if policy == "error":
     raise FolderDatasetError(
         f"Class folders that no configured class matches: {where}. Add them to "
         "config.data.class_folders (and class_names), or set "
-        "config.data.unlisted_classes='warn' to ignore them.")
+        "config.data.unlisted_classes='warn' to ignore them."
+    )
   logging.warning(
       "Ignoring class folders that no configured class matches: %s. They are listed in the "
       "prepared dataset's metadata.json (unlisted_class_folders); add them to "
       "config.data.class_folders or set config.data.unlisted_classes='error' to make this "
-      "an error.", where)
+      "an error.",
+      where,
+  )
 
 
 def _minmax(a: np.ndarray) -> np.ndarray:
@@ -216,6 +236,7 @@ def to_8bit(img: Image.Image) -> Image.Image:
 
 class Decoded(NamedTuple):
   """`load_rgb`'s result: image is None (and reason set) when the file can't be read."""
+
   image: np.ndarray | None  # uint8 (size, size, 3)
   mode: str | None  # the file's PIL mode
   source_size: tuple[int, int] | None  # (width, height) as stored in the file

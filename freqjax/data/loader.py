@@ -14,16 +14,25 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
 
 class Loader:
 
-  def __init__(self, source, indices: np.ndarray, global_batch: int, *, shuffle: bool,
-               seed: int = 0, drop_remainder: bool, rows: slice | None = None,
-               prefetch: int = 2):
+  def __init__(
+      self,
+      source,
+      indices: np.ndarray,
+      global_batch: int,
+      *,
+      shuffle: bool,
+      seed: int = 0,
+      drop_remainder: bool,
+      rows: slice | None = None,
+      prefetch: int = 2,
+  ):
     self.source = source
     self.indices = np.asarray(indices)
     self.global_batch = int(global_batch)
@@ -33,7 +42,8 @@ class Loader:
     if drop_remainder and len(self.indices) < self.global_batch:
       raise ValueError(
           f"The split has {len(self.indices)} examples, fewer than one global batch of "
-          f"{self.global_batch}; lower config.train.batch_size.")
+          f"{self.global_batch}; lower config.train.batch_size."
+      )
 
   def __len__(self) -> int:
     n = len(self.indices)
@@ -42,14 +52,15 @@ class Loader:
   def order(self, epoch: int) -> np.ndarray:
     if not self.shuffle:
       return self.indices
-    return self.indices[np.random.default_rng([self.seed, epoch, 0x10AD]).permutation(
-        len(self.indices))]
+    return self.indices[
+        np.random.default_rng([self.seed, epoch, 0x10AD]).permutation(len(self.indices))
+    ]
 
   def _batch(self, order: np.ndarray, b: int) -> dict:
-    idx = order[b * self.global_batch:(b + 1) * self.global_batch]
+    idx = order[b * self.global_batch : (b + 1) * self.global_batch]
     valid = np.ones(self.global_batch, bool)
     if len(idx) < self.global_batch:  # pad the last evaluation batch
-      valid[len(idx):] = False
+      valid[len(idx) :] = False
       idx = np.concatenate([idx, np.full(self.global_batch - len(idx), idx[0])])
     idx, valid = idx[self.rows], valid[self.rows]
     images, labels = self.source.get(idx)

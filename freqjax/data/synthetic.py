@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -99,7 +100,7 @@ def draw_roles(p: Mapping) -> dict:
   for _ in range(_MAX_ATTEMPTS):
     drawn: list[tuple[tuple[int, int], str]] = []
 
-    def pick(band: int, role: str):
+    def pick(band: int, role: str, drawn=drawn):
       ok = []
       for f in cands[band]:
         good = True
@@ -148,7 +149,8 @@ def draw_roles(p: Mapping) -> dict:
       return _describe(roles, bands)
   raise RuntimeError(
       "Could not draw synthetic frequencies that satisfy the separation rules; lower "
-      "data.synthetic.min_separation or the number of frequencies per role.")
+      "data.synthetic.min_separation or the number of frequencies per role."
+  )
 
 
 def _describe(roles, bands) -> dict:

@@ -25,8 +25,7 @@ class BandViewEvaluator:
     self.every, self.until = int(d.every_steps), int(d.until_step)
     self.views = list(d.views)
     self.class_names = list(class_names)
-    self.masks = {v: masks.view_mask(v, int(config.data.image_size), d.bands)
-                  for v in self.views}
+    self.masks = {v: masks.view_mask(v, int(config.data.image_size), d.bands) for v in self.views}
     self.loader, self.mesh = test_loader, mesh
     self.step_fn = inference.make_eval_step(model, config, mesh, filtered=True)
 
@@ -35,8 +34,7 @@ class BandViewEvaluator:
 
   def __call__(self, variables, step: int, writer) -> None:
     for view in self.views:
-      out = inference.evaluate(self.step_fn, variables, self.loader, self.mesh,
-                               self.masks[view])
+      out = inference.evaluate(self.step_fn, variables, self.loader, self.mesh, self.masks[view])
       tpr, fpr = metrics.tpr_fpr(out["confusion"])
       acc_c = metrics.per_class_accuracy(out["confusion"])
       rec = {"acc": out["accuracy"]}
@@ -52,7 +50,7 @@ def collect(records, class_names) -> dict:
   for r in records:
     split = r.get("split", "")
     if split.startswith("dynamics/"):
-      by_view.setdefault(split[len("dynamics/"):], {})[int(r["step"])] = r
+      by_view.setdefault(split[len("dynamics/") :], {})[int(r["step"])] = r
   views = list(by_view)
   steps = sorted(set().union(*[set(v) for v in by_view.values()])) if views else []
   out = {"steps": np.array(steps, np.int64), "views": views}

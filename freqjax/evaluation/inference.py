@@ -30,8 +30,11 @@ def make_eval_step(model, config, mesh, *, filtered: bool = False):
     logits = model.apply(variables, x, train=False).astype(jnp.float32)
     labels, w = batch["label"], batch["valid"]
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    conf = jnp.zeros((num_classes, num_classes), jnp.int32).at[
-        labels, jnp.argmax(logits, -1)].add(w.astype(jnp.int32))
+    conf = (
+        jnp.zeros((num_classes, num_classes), jnp.int32)
+        .at[labels, jnp.argmax(logits, -1)]
+        .add(w.astype(jnp.int32))
+    )
     return {"loss_sum": jnp.sum(jnp.where(w, ce, 0.0)), "confusion": conf}
 
   repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
@@ -50,5 +53,9 @@ def evaluate(eval_step, variables, loader, mesh, keep_mask=None) -> dict:
     c = np.asarray(o["confusion"], np.int64)
     conf = c if conf is None else conf + c
   n = int(conf.sum())
-  return {"loss": loss / max(n, 1), "accuracy": metrics.accuracy(conf), "confusion": conf,
-          "count": n}
+  return {
+      "loss": loss / max(n, 1),
+      "accuracy": metrics.accuracy(conf),
+      "confusion": conf,
+      "count": n,
+  }

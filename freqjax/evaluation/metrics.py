@@ -17,8 +17,9 @@ def accuracy(conf: np.ndarray) -> float:
   return float(np.trace(conf) / total) if total else float("nan")
 
 
-def tpr_fpr(conf: np.ndarray, positives: np.ndarray | None = None,
-            negatives: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def tpr_fpr(
+    conf: np.ndarray, positives: np.ndarray | None = None, negatives: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
   """Per class k: TPR_k = (k predicted k) / P_k and FPR_k = (non-k predicted k) / N_k.
 
   P_k and N_k default to the counts in `conf`; the official shortcut test divides by the

@@ -11,7 +11,7 @@ NHWC float32 (normalised images) and returns logits (N, num_classes). Variables 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,17 +36,24 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def create(name: str, *, num_classes: int, width_multiplier: float = 1.0,
-           stem: str = "cifar", dtype: str = "float32", dropout_rate: float = 0.5):
+def create(
+    name: str,
+    *,
+    num_classes: int,
+    width_multiplier: float = 1.0,
+    stem: str = "cifar",
+    dtype: str = "float32",
+    dropout_rate: float = 0.5,
+):
   """Builds a model by registry name; an unknown name lists the known ones."""
   if name not in _REGISTRY:
     raise ValueError(
         f"Unknown model {name!r}. Known models: {', '.join(names())}. "
-        "Set --config.model.name to one of them.")
+        "Set --config.model.name to one of them."
+    )
   if dtype not in DTYPES:
     raise ValueError(f"Unknown model dtype {dtype!r}; use one of {sorted(DTYPES)}.")
-  kwargs = dict(num_classes=num_classes, width_multiplier=width_multiplier,
-                dtype=DTYPES[dtype])
+  kwargs = dict(num_classes=num_classes, width_multiplier=width_multiplier, dtype=DTYPES[dtype])
   if name.startswith("resnet"):
     kwargs["stem"] = stem
   if name == "alexnet":
@@ -55,9 +62,14 @@ def create(name: str, *, num_classes: int, width_multiplier: float = 1.0,
 
 
 def from_config(model_config, num_classes: int):
-  return create(model_config.name, num_classes=num_classes,
-                width_multiplier=model_config.width_multiplier, stem=model_config.stem,
-                dtype=model_config.dtype, dropout_rate=model_config.dropout_rate)
+  return create(
+      model_config.name,
+      num_classes=num_classes,
+      width_multiplier=model_config.width_multiplier,
+      stem=model_config.stem,
+      dtype=model_config.dtype,
+      dropout_rate=model_config.dropout_rate,
+  )
 
 
 def init(model, rng, image_size: int, channels: int = 3):

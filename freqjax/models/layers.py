@@ -74,15 +74,23 @@ def batch_norm(train: bool, dtype=jnp.float32, name: str | None = None):
   """BatchNorm as torch.nn.BatchNorm2d: momentum 0.1, eps 1e-5; batch statistics over the
   whole (global) batch when the batch is sharded over devices under jax.jit."""
   return nn.BatchNorm(
-      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, name=name,
-      use_fast_variance=False)  # two-pass variance, as PyTorch: no E[x²]-E[x]² cancellation
+      use_running_average=not train,
+      momentum=0.9,
+      epsilon=1e-5,
+      dtype=dtype,
+      name=name,
+      use_fast_variance=False,
+  )  # two-pass variance, as PyTorch: no E[x²]-E[x]² cancellation
 
 
 def max_pool(x, window: int, stride: int | None = None, padding: int = 0):
   stride = window if stride is None else stride
   return nn.max_pool(
-      x, (window, window), strides=(stride, stride),
-      padding=((padding, padding), (padding, padding)))
+      x,
+      (window, window),
+      strides=(stride, stride),
+      padding=((padding, padding), (padding, padding)),
+  )
 
 
 def width(channels: int, multiplier: float) -> int:

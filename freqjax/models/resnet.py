@@ -7,7 +7,8 @@ Input NHWC float; output logits (N, num_classes).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp

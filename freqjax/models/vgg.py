@@ -4,7 +4,8 @@ layer. At 32 px the feature map is 1×1 before pooling, as in the original."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -14,10 +15,49 @@ from freqjax.models import layers
 CONFIGS = {
     "vgg11": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "vgg13": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-              512, 512, 512, "M"),
-    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-              512, 512, 512, 512, "M"),
+    "vgg16": (
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        "M",
+    ),
+    "vgg19": (
+        64,
+        64,
+        "M",
+        128,
+        128,
+        "M",
+        256,
+        256,
+        256,
+        256,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+        512,
+        512,
+        512,
+        512,
+        "M",
+    ),
 }
 
 
@@ -33,8 +73,9 @@ class VGG(nn.Module):
       if item == "M":
         x = layers.max_pool(x, 2)
       else:
-        x = layers.conv3x3(layers.width(item, self.width_multiplier), use_bias=True,
-                           dtype=self.dtype)(x)
+        x = layers.conv3x3(
+            layers.width(item, self.width_multiplier), use_bias=True, dtype=self.dtype
+        )(x)
         x = nn.relu(layers.batch_norm(train, self.dtype)(x))
     x = jnp.mean(x, axis=(1, 2))
     return layers.Dense(self.num_classes, dtype=self.dtype)(x)

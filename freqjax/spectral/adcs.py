@@ -17,7 +17,7 @@ reduced over the mesh) and accumulated on the host in float64.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -38,8 +38,9 @@ def _batch_sums(x, labels, valid, num_classes: int, official: bool):
   return jnp.einsum("nc,nhwk->chwk", onehot, amp), onehot.sum(0)
 
 
-def class_amplitude_sums(batches: Iterable[dict], num_classes: int, mesh=None,
-                         variant: str = "paper"):
+def class_amplitude_sums(
+    batches: Iterable[dict], num_classes: int, mesh=None, variant: str = "paper"
+):
   """Sums of |F| per class over batches of {'image': normalised (B,H,W,3), 'label',
   optional 'valid'}; returns (sums (C,H,W,3) float64, counts (C,)). With a mesh, each batch
   (the same on every process) is sharded over its devices and reduced on them."""
@@ -52,8 +53,11 @@ def class_amplitude_sums(batches: Iterable[dict], num_classes: int, mesh=None,
       fn = jax.jit(lambda x, y, v: _batch_sums(x.astype(dtype), y, v, num_classes, official))
     else:
       repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-      fn = jax.jit(lambda x, y, v: _batch_sums(x.astype(dtype), y, v, num_classes, official),
-                   in_shardings=(data, data, data), out_shardings=(repl, repl))
+      fn = jax.jit(
+          lambda x, y, v: _batch_sums(x.astype(dtype), y, v, num_classes, official),
+          in_shardings=(data, data, data),
+          out_shardings=(repl, repl),
+      )
     for b in batches:
       valid = b.get("valid", np.ones(len(b["label"]), bool))
       args = (np.asarray(b["image"]), np.asarray(b["label"], np.int32), np.asarray(valid))

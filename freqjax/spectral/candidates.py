@@ -23,7 +23,7 @@ Two sets:
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np
@@ -58,13 +58,17 @@ class CandidateSet:
       out[np.ix_(rows, cols)] = scores[k]
     return out
 
-  def subset(self, index) -> "CandidateSet":
+  def subset(self, index) -> CandidateSet:
     """The candidates at `index` (for tests and partial runs; no score-map writes)."""
     return dataclasses.replace(self, rects=self.rects[np.asarray(index)], writes=())
 
   def describe(self) -> dict:
-    return {"size": self.size, "patch_size": self.patch, "mode": self.mode,
-            "num_candidates": len(self)}
+    return {
+        "size": self.size,
+        "patch_size": self.patch,
+        "mode": self.mode,
+        "num_candidates": len(self),
+    }
 
 
 def removal_masks(rects, size: int, patch: int):
@@ -142,7 +146,9 @@ def make(size: int, patch: int = 1, mode: str = "paired") -> CandidateSet:
 
 def _check(size: int, patch: int) -> None:
   if patch < 1 or size % patch:
-    raise ValueError(f"Patch size {patch} does not divide the image size {size}; choose a "
-                     "divisor (config.analysis.patch_size).")
+    raise ValueError(
+        f"Patch size {patch} does not divide the image size {size}; choose a "
+        "divisor (config.analysis.patch_size)."
+    )
   if size % 2:
     raise ValueError(f"Image size {size} is odd; the centred layout needs an even size.")

@@ -23,7 +23,7 @@ import json
 import os
 import shutil
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,13 +45,16 @@ def _check_images(images, cands):
   if images.ndim != 4 or images.shape[1] != images.shape[2]:
     raise ValueError(f"Expected square NHWC images, got shape {images.shape}.")
   if images.shape[1] != cands.size:
-    raise ValueError(f"The candidate masks are {cands.size}×{cands.size} but the images are "
-                     f"{images.shape[1]}×{images.shape[2]}; build candidates for the image "
-                     "size.")
+    raise ValueError(
+        f"The candidate masks are {cands.size}×{cands.size} but the images are "
+        f"{images.shape[1]}×{images.shape[2]}; build candidates for the image "
+        "size."
+    )
 
 
-def rank_naive(apply_fn: Callable, variables, images: np.ndarray, label: int,
-               cands: cand_lib.CandidateSet) -> np.ndarray:
+def rank_naive(
+    apply_fn: Callable, variables, images: np.ndarray, label: int, cands: cand_lib.CandidateSet
+) -> np.ndarray:
   """Reference: one candidate at a time (mask in NumPy, filter, forward, summed CE)."""
   _check_images(images, cands)
   f = jax.jit(lambda v, x, y, m: _class_loss(apply_fn, v, fft.centred_spectrum(x), y, m))
@@ -81,13 +84,17 @@ class ChunkStore:
         n = len(glob.glob(os.path.join(self.dir, "class*_chunk*.npy")))
         logging.info("Resuming DFM ranking from %s (%d chunks done).", self.dir, n)
         return int(manifest["chunk_size"])
-      logging.warning("Partial DFM results in %s belong to another run (model, checkpoint, "
-                      "data or candidates differ); discarding them.", self.dir)
+      logging.warning(
+          "Partial DFM results in %s belong to another run (model, checkpoint, "
+          "data or candidates differ); discarding them.",
+          self.dir,
+      )
       for p in glob.glob(os.path.join(self.dir, "class*_chunk*.npy")):
         os.remove(p)
     if parallel.is_main_process():
-      artifacts.write_json(self.manifest_path,
-                           {"fingerprint": self.fingerprint, "chunk_size": chunk_size})
+      artifacts.write_json(
+          self.manifest_path, {"fingerprint": self.fingerprint, "chunk_size": chunk_size}
+      )
     return chunk_size
 
   def path(self, c: int, i: int) -> str:
@@ -116,9 +123,17 @@ class ChunkStore:
 class Engine:
   """Ranks candidates for many classes with one compiled, sharded, vmapped program."""
 
-  def __init__(self, apply_fn: Callable, variables, mesh, cands: cand_lib.CandidateSet, *,
-               memory_budget_mb: float = 1024, chunk_size: int | None = None,
-               progress: bool = True):
+  def __init__(
+      self,
+      apply_fn: Callable,
+      variables,
+      mesh,
+      cands: cand_lib.CandidateSet,
+      *,
+      memory_budget_mb: float = 1024,
+      chunk_size: int | None = None,
+      progress: bool = True,
+  ):
     self.apply_fn, self.mesh, self.cands = apply_fn, mesh, cands
     self.variables = parallel.replicate(mesh, variables)
     self.budget = memory_budget_mb * 2**20 if memory_budget_mb > 0 else _auto_budget(mesh)
@@ -139,8 +154,7 @@ class Engine:
       ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.tile(labels, k))
       return ce.reshape(k, n).sum(axis=1)
 
-    self._chunk = jax.jit(chunk_losses, in_shardings=(repl, data, repl, repl),
-                          out_shardings=data)
+    self._chunk = jax.jit(chunk_losses, in_shardings=(repl, data, repl, repl), out_shardings=data)
     self._spectrum = jax.jit(fft.centred_spectrum, out_shardings=repl)
 
   def chunk_size(self, num_images: int, image_shape) -> int:
@@ -158,11 +172,14 @@ class Engine:
 
   def _bytes_per_candidate(self, n, image_shape) -> float:
     d = self.devices
-    args = (self.variables,
-            jax.ShapeDtypeStruct((d, 5), jnp.int32, sharding=parallel.batch_sharding(self.mesh)),
-            jax.ShapeDtypeStruct((n,) + tuple(image_shape), jnp.complex64,
-                                 sharding=parallel.replicated(self.mesh)),
-            jax.ShapeDtypeStruct((n,), jnp.int32, sharding=parallel.replicated(self.mesh)))
+    args = (
+        self.variables,
+        jax.ShapeDtypeStruct((d, 5), jnp.int32, sharding=parallel.batch_sharding(self.mesh)),
+        jax.ShapeDtypeStruct(
+            (n,) + tuple(image_shape), jnp.complex64, sharding=parallel.replicated(self.mesh)
+        ),
+        jax.ShapeDtypeStruct((n,), jnp.int32, sharding=parallel.replicated(self.mesh)),
+    )
     try:
       stats = self._chunk.lower(*args).compile().memory_analysis()
       temp = float(stats.temp_size_in_bytes)
@@ -172,9 +189,16 @@ class Engine:
       logging.info("No XLA memory analysis (%s); estimating the chunk size.", e)
     return float(n * np.prod(image_shape) * 4 * 64)  # ~64 activations the size of the input
 
-  def rank(self, images: np.ndarray, labels: np.ndarray, class_indices, *,
-           store: ChunkStore | None = None, class_names=None,
-           cands: cand_lib.CandidateSet | None = None) -> np.ndarray:
+  def rank(
+      self,
+      images: np.ndarray,
+      labels: np.ndarray,
+      class_indices,
+      *,
+      store: ChunkStore | None = None,
+      class_names=None,
+      cands: cand_lib.CandidateSet | None = None,
+  ) -> np.ndarray:
     """Scores (len(class_indices), K): summed class CE with each candidate removed.
 
     `cands` (same size and patch) overrides the engine's candidates for this call.
@@ -195,11 +219,17 @@ class Engine:
     if store is not None:
       chunk = store.open(chunk)
     n_chunks = -(-k_total // chunk)
-    padded = np.concatenate([cands.rects,
-                             np.repeat(cands.rects[:1], n_chunks * chunk - k_total, 0)])
+    padded = np.concatenate(
+        [cands.rects, np.repeat(cands.rects[:1], n_chunks * chunk - k_total, 0)]
+    )
     total_work = sum(idx.size for idx in per_class.values()) * k_total
-    bar = parallel.progress(total=total_work, unit="cand-img", unit_scale=True,
-                            disable=not self.progress, desc=f"DFM ranking ({k_total} candidates)")
+    bar = parallel.progress(
+        total=total_work,
+        unit="cand-img",
+        unit_scale=True,
+        disable=not self.progress,
+        desc=f"DFM ranking ({k_total} candidates)",
+    )
     out = np.empty((len(class_indices), k_total), np.float32)
     t0, done_work = time.time(), 0
     for ci, c in enumerate(class_indices):
@@ -212,9 +242,10 @@ class Engine:
           if spectrum is None:
             spectrum = self._spectrum(jnp.asarray(images[idx], jnp.float32))
             y = parallel.replicate(self.mesh, np.full(idx.size, c, np.int32))
-          rects = jax.device_put(padded[i * chunk:(i + 1) * chunk],
-                                 parallel.batch_sharding(self.mesh))
-          got = parallel.to_host(self._chunk(self.variables, rects, spectrum, y))[:hi - lo]
+          rects = jax.device_put(
+              padded[i * chunk : (i + 1) * chunk], parallel.batch_sharding(self.mesh)
+          )
+          got = parallel.to_host(self._chunk(self.variables, rects, spectrum, y))[: hi - lo]
           done_work += (hi - lo) * idx.size
           if store is not None:
             store.save(c, i, got)
@@ -222,8 +253,9 @@ class Engine:
         out[ci, lo:hi] = got
         bar.update((hi - lo) * idx.size)
         if done_work:
-          bar.set_postfix(rate=f"{done_work / max(time.time() - t0, 1e-9):.0f} cand-img/s",
-                          refresh=False)
+          bar.set_postfix(
+              rate=f"{done_work / max(time.time() - t0, 1e-9):.0f} cand-img/s", refresh=False
+          )
     bar.close()
     self.last_rate = done_work / max(time.time() - t0, 1e-9) if done_work else None
     return out
@@ -249,7 +281,8 @@ def _check_finite(scores, c, offset, cands, class_names):
     raise FloatingPointError(
         f"Score of candidate {k} for class {name!r} is {scores[bad[0]]} (removes frequencies "
         f"{freqs}{'...' if len(cells) > 4 else ''}): the model output is not finite for these "
-        "filtered images. Check the checkpoint and the input normalisation.")
+        "filtered images. Check the checkpoint and the input normalisation."
+    )
 
 
 def score_maps(cands: cand_lib.CandidateSet, scores: np.ndarray) -> np.ndarray:
@@ -259,15 +292,26 @@ def score_maps(cands: cand_lib.CandidateSet, scores: np.ndarray) -> np.ndarray:
 
 def dfms(score_map_stack: np.ndarray, thresholds) -> np.ndarray:
   """(C, S, S) score maps -> (T, C, S, S) bool DFMs, one per threshold."""
-  return np.stack([np.stack([masks.top_fraction(m, t) for m in score_map_stack])
-                   for t in thresholds])
+  return np.stack(
+      [np.stack([masks.top_fraction(m, t) for m in score_map_stack]) for t in thresholds]
+  )
 
 
 # ------------------------------------------------------------------------ greedy (DFM-X) ----
 
-def greedy_removal(apply_fn: Callable, variables, mesh, images: np.ndarray, label: int,
-                   cands: cand_lib.CandidateSet, order: np.ndarray, tolerance: int = 6,
-                   parallel_steps: int = 8, progress: bool = False) -> dict:
+
+def greedy_removal(
+    apply_fn: Callable,
+    variables,
+    mesh,
+    images: np.ndarray,
+    label: int,
+    cands: cand_lib.CandidateSet,
+    order: np.ndarray,
+    tolerance: int = 6,
+    parallel_steps: int = 8,
+    progress: bool = False,
+) -> dict:
   """DFM-X's greedy variant for one class.
 
   Goes through the candidates in `order` (least important first), removing each in turn and
@@ -288,15 +332,19 @@ def greedy_removal(apply_fn: Callable, variables, mesh, images: np.ndarray, labe
   def correct_counts(variables, removed, rect_prefix, spectrum, labels):
     # rect_prefix (m, j_max) of candidate rects, masked by validity flags in column 5.
     def one(prefix):
-      rem = removed | jnp.any(cand_lib.removal_masks(prefix[:, :5], size, patch)
-                              & (prefix[:, 5] > 0)[:, None, None], axis=0)
+      rem = removed | jnp.any(
+          cand_lib.removal_masks(prefix[:, :5], size, patch) & (prefix[:, 5] > 0)[:, None, None],
+          axis=0,
+      )
       x = fft.filter_spectrum(spectrum, 1.0 - rem.astype(jnp.float32))
       pred = jnp.argmax(apply_fn(variables, x), -1)
       return jnp.sum(pred == labels), rem
+
     return jax.vmap(one)(rect_prefix)
 
-  f = jax.jit(correct_counts, in_shardings=(repl, repl, data, repl, repl),
-              out_shardings=(data, data))
+  f = jax.jit(
+      correct_counts, in_shardings=(repl, repl, data, repl, repl), out_shardings=(data, data)
+  )
   variables = parallel.replicate(mesh, variables)
   spectrum = jax.jit(fft.centred_spectrum, out_shardings=repl)(jnp.asarray(images, jnp.float32))
   labels = parallel.replicate(mesh, np.full(len(images), label, np.int32))
@@ -309,10 +357,10 @@ def greedy_removal(apply_fn: Callable, variables, mesh, images: np.ndarray, labe
   order = np.asarray(order)
   bar = parallel.progress(total=len(order), disable=not progress, desc=f"greedy class {label}")
   while i < len(order):
-    block = order[i:i + m]
+    block = order[i : i + m]
     prefix = np.zeros((m, m, 6), np.int32)
     for j in range(len(block)):
-      prefix[j, :j + 1] = rect6[block[:j + 1]]
+      prefix[j, : j + 1] = rect6[block[: j + 1]]
     got, rems = f(variables, removed, prefix, spectrum, labels)
     got, rems = parallel.to_host(got), parallel.to_host(rems)
     evals += 1
@@ -328,5 +376,4 @@ def greedy_removal(apply_fn: Callable, variables, mesh, images: np.ndarray, labe
     i += step
     bar.update(step)
   bar.close()
-  return {"dfm": ~removed, "removed": accepted, "counts": np.array(counts),
-          "evaluations": evals}
+  return {"dfm": ~removed, "removed": accepted, "counts": np.array(counts), "evaluations": evals}

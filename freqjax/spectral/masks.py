@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -40,8 +40,9 @@ def view_mask(view: str, size: int, bands: Sequence[Sequence[float]]) -> np.ndar
     return np.ones((size, size), np.float32)
   m = re.fullmatch(r"(keep|remove)((?:_b\d+)+)", view)
   if not m:
-    raise ValueError(f"Unknown band view {view!r}; use 'full', 'keep_b1', 'remove_b2' or "
-                     "'remove_b1_b3'.")
+    raise ValueError(
+        f"Unknown band view {view!r}; use 'full', 'keep_b1', 'remove_b2' or " "'remove_b1_b3'."
+    )
   ks = [int(k) for k in re.findall(r"\d+", m.group(2))]
   for k in ks:
     if not 1 <= k <= len(bands):
@@ -76,8 +77,10 @@ def top_fraction(score_map: np.ndarray, threshold: float) -> np.ndarray:
   flat = np.sort(np.asarray(score_map).ravel())
   n = int(threshold * flat.size)
   if n < 1:
-    raise ValueError(f"Threshold {threshold} keeps no cell of a {score_map.shape} map; "
-                     f"use at least {1 / flat.size:.2g}.")
+    raise ValueError(
+        f"Threshold {threshold} keeps no cell of a {score_map.shape} map; "
+        f"use at least {1 / flat.size:.2g}."
+    )
   return np.asarray(score_map) >= flat[-n]
 
 

@@ -16,18 +16,28 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
   num_classes = len(ctx.class_names)
 
   def compute():
-    batches = (b for b, _ in parallel.padded_batches(
-        {"image": ctx.images, "label": ctx.labels}, int(config.analysis.batch_size), ctx.mesh))
+    batches = (
+        b
+        for b, _ in parallel.padded_batches(
+            {"image": ctx.images, "label": ctx.labels}, int(config.analysis.batch_size), ctx.mesh
+        )
+    )
     sums, counts = adcs_lib.class_amplitude_sums(batches, num_classes, ctx.mesh, variant)
     maps = adcs_lib.adcs_from_sums(sums, counts, variant)
     mean = sums / np.maximum(counts, 1)[:, None, None, None]
-    return ({"adcs": maps, "class_mean_amplitude": mean, "counts": counts},
-            ctx.meta(variant=variant))
+    return (
+        {"adcs": maps, "class_mean_amplitude": mean, "counts": counts},
+        ctx.meta(variant=variant),
+    )
 
   def figure(arrays):
-    plotting.adcs(arrays["adcs"], ctx.class_names, ctx.wd.figure("adcs.png"),
-                  title=f"ADCS ({variant}) — {config.data.name}")
+    plotting.adcs(
+        arrays["adcs"],
+        ctx.class_names,
+        ctx.wd.figure("adcs.png"),
+        title=f"ADCS ({variant}) — {config.data.name}",
+    )
 
-  return context.cached(ctx.wd.artifact("adcs"), "adcs", ctx.fingerprint("adcs", variant),
-                        compute, figure)
-
+  return context.cached(
+      ctx.wd.artifact("adcs"), "adcs", ctx.fingerprint("adcs", variant), compute, figure
+  )

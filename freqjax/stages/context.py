@@ -7,7 +7,8 @@ import dataclasses
 import functools
 import hashlib
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
@@ -21,6 +22,7 @@ from freqjax.training import loop
 @dataclasses.dataclass
 class Context:
   """A trained model and its normalised test set, shared by the analysis stages."""
+
   config: Any
   wd: workdir_lib.Workdir
   model: Any
@@ -37,36 +39,62 @@ class Context:
 
   def meta(self, **extra) -> dict:
     c = self.config
-    return {"model": c.model.to_dict(), "checkpoint": self.checkpoint, "config": c.to_dict(),
-            "dataset": {"name": c.data.name, "path": self.dataset.path, "split": "test",
-                        "num_images": int(len(self.labels))},
-            "classes": self.class_names, "image_size": int(c.data.image_size),
-            "layout": "centred", **extra}
+    return {
+        "model": c.model.to_dict(),
+        "checkpoint": self.checkpoint,
+        "config": c.to_dict(),
+        "dataset": {
+            "name": c.data.name,
+            "path": self.dataset.path,
+            "split": "test",
+            "num_images": int(len(self.labels)),
+        },
+        "classes": self.class_names,
+        "image_size": int(c.data.image_size),
+        "layout": "centred",
+        **extra,
+    }
 
   def fingerprint(self, *parts) -> str:
     """A hash of the checkpoint step, the dataset and `parts` (the stage's settings)."""
-    blob = json.dumps([self.checkpoint.get("checkpoint_step"), self.dataset.path,
-                       [p.to_dict() if hasattr(p, "to_dict") else p for p in parts]],
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        [
+            self.checkpoint.get("checkpoint_step"),
+            self.dataset.path,
+            [p.to_dict() if hasattr(p, "to_dict") else p for p in parts],
+        ],
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def normalised(config, images: np.ndarray, batch: int = 512) -> np.ndarray:
   """uint8 test images -> normalised float32 at image_size (the evaluation transform)."""
   fn = jax.jit(augment.make_eval_transform(config))
-  return np.concatenate([np.asarray(fn(images[i:i + batch]))
-                         for i in range(0, len(images), batch)])
+  return np.concatenate(
+      [np.asarray(fn(images[i : i + batch])) for i in range(0, len(images), batch)]
+  )
 
 
 def load_context(config, workdir) -> Context:
   """Restores the checkpoint `config.analysis.checkpoint` of `workdir` (refusing one of
   another model) and reads the test split."""
   wd = workdir_lib.Workdir(workdir)
-  model, variables, info, mesh, ds = loop.restore_model(config, wd.root,
-                                                         config.analysis.checkpoint)
+  model, variables, info, mesh, ds = loop.restore_model(config, wd.root, config.analysis.checkpoint)
   images, labels = ds.arrays("test")
-  return Context(config, wd, model, variables, info, mesh, ds, normalised(config, images),
-                 labels, ds.class_names)
+  return Context(
+      config,
+      wd,
+      model,
+      variables,
+      info,
+      mesh,
+      ds,
+      normalised(config, images),
+      labels,
+      ds.class_names,
+  )
 
 
 def ensure(config, workdir, ctx: Context | None) -> Context:
@@ -82,9 +110,13 @@ def fresh(path: str, kind: str, fingerprint: str) -> artifacts.Artifact | None:
   return art if art.meta.get("fingerprint") == fingerprint else None
 
 
-def cached(path: str, kind: str, fingerprint: str,
-           compute: Callable[[], tuple[dict, dict]],
-           after_save: Callable[[dict], None] | None = None) -> artifacts.Artifact:
+def cached(
+    path: str,
+    kind: str,
+    fingerprint: str,
+    compute: Callable[[], tuple[dict, dict]],
+    after_save: Callable[[dict], None] | None = None,
+) -> artifacts.Artifact:
   """The one cached-stage protocol: reuse the artifact at `path` if its fingerprint matches;
   else `compute()` -> (arrays, meta), save on process 0 (then `after_save(arrays)`, e.g. a
   figure), wait for every process, and reload what was saved."""

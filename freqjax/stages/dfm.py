@@ -36,8 +36,12 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
     meta = dict(scores.meta, thresholds=thresholds, scores_fingerprint=scores.meta["fingerprint"])
     return {"dfm": dfm_lib.dfms(scores["scores"], thresholds)}, meta
 
-  art = context.cached(ctx.wd.artifact("dfm"), "dfm",
-                       ctx.fingerprint("dfm", scores.meta["fingerprint"], thresholds), compute)
+  art = context.cached(
+      ctx.wd.artifact("dfm"),
+      "dfm",
+      ctx.fingerprint("dfm", scores.meta["fingerprint"], thresholds),
+      compute,
+  )
   if parallel.is_main_process():
     print(dfm_summary.text(art, float(a.threshold), datasets.planted_masks(ctx.dataset)))
   if a.greedy:
@@ -52,16 +56,37 @@ def run_scores(config, ctx: context.Context) -> artifacts.Artifact:
   fp = ctx.fingerprint("scores", cands.describe())
 
   def compute():
-    engine = dfm_lib.Engine(ctx.apply_fn, ctx.variables, ctx.mesh, cands,
-                            memory_budget_mb=a.memory_budget_mb, progress=config.train.progress)
+    engine = dfm_lib.Engine(
+        ctx.apply_fn,
+        ctx.variables,
+        ctx.mesh,
+        cands,
+        memory_budget_mb=a.memory_budget_mb,
+        progress=config.train.progress,
+    )
     store = dfm_lib.ChunkStore(ctx.wd.dfm_partial, {"fingerprint": fp})
     t0 = time.time()
-    raw = engine.rank(ctx.images, ctx.labels, range(len(ctx.class_names)), store=store,
-                      class_names=ctx.class_names)
-    meta = ctx.meta(patch_size=int(a.patch_size), candidates=cands.describe(),
-                    seconds=time.time() - t0, rate_candidate_images_per_s=engine.last_rate)
-    return ({"scores": dfm_lib.score_maps(cands, raw), "candidate_scores": raw,
-             "candidate_rects": cands.rects}, meta)
+    raw = engine.rank(
+        ctx.images,
+        ctx.labels,
+        range(len(ctx.class_names)),
+        store=store,
+        class_names=ctx.class_names,
+    )
+    meta = ctx.meta(
+        patch_size=int(a.patch_size),
+        candidates=cands.describe(),
+        seconds=time.time() - t0,
+        rate_candidate_images_per_s=engine.last_rate,
+    )
+    return (
+        {
+            "scores": dfm_lib.score_maps(cands, raw),
+            "candidate_scores": raw,
+            "candidate_rects": cands.rects,
+        },
+        meta,
+    )
 
   art = context.cached(ctx.wd.artifact("scores"), "scores", fp, compute)
   dfm_lib.ChunkStore(ctx.wd.dfm_partial, {}).discard()  # the partials are in scores.npz now
@@ -80,17 +105,28 @@ def run_greedy(config, workdir, ctx: context.Context | None = None) -> artifacts
     dfms, counts, orders = [], [], []
     for c in range(len(ctx.class_names)):
       order = np.argsort(scores["candidate_scores"][c], kind="stable")  # least important first
-      g = dfm_lib.greedy_removal(ctx.apply_fn, ctx.variables, ctx.mesh,
-                                 ctx.images[ctx.labels == c], c, cands, order,
-                                 int(a.greedy_tolerance), int(a.greedy_parallel),
-                                 progress=config.train.progress)
+      g = dfm_lib.greedy_removal(
+          ctx.apply_fn,
+          ctx.variables,
+          ctx.mesh,
+          ctx.images[ctx.labels == c],
+          c,
+          cands,
+          order,
+          int(a.greedy_tolerance),
+          int(a.greedy_parallel),
+          progress=config.train.progress,
+      )
       dfms.append(g["dfm"])
       counts.append(g["counts"][-1])
       orders.append(order)
-    meta = ctx.meta(patch_size=int(a.patch_size), candidates=cands.describe(),
-                    tolerance=int(a.greedy_tolerance))
-    return ({"dfm": np.stack(dfms), "order": np.stack(orders),
-             "final_correct": np.array(counts)}, meta)
+    meta = ctx.meta(
+        patch_size=int(a.patch_size), candidates=cands.describe(), tolerance=int(a.greedy_tolerance)
+    )
+    return (
+        {"dfm": np.stack(dfms), "order": np.stack(orders), "final_correct": np.array(counts)},
+        meta,
+    )
 
   fp = ctx.fingerprint("greedy", scores.meta["fingerprint"], a.greedy_tolerance)
   return context.cached(ctx.wd.artifact("greedy"), "greedy", fp, compute)

@@ -27,10 +27,21 @@ def run(config, workdir) -> artifacts.Artifact | None:
   steps = dyn_lib.learned_steps(dyn, threshold)
 
   def compute():
-    return ({"steps": dyn["steps"], "tpr": dyn["tpr"], "fpr": dyn["fpr"], "acc": dyn["acc"],
-             "learned_step": steps},
-            {"views": dyn["views"], "classes": names, "threshold": threshold,
-             "every_steps": int(config.dynamics.every_steps)})
+    return (
+        {
+            "steps": dyn["steps"],
+            "tpr": dyn["tpr"],
+            "fpr": dyn["fpr"],
+            "acc": dyn["acc"],
+            "learned_step": steps,
+        },
+        {
+            "views": dyn["views"],
+            "classes": names,
+            "threshold": threshold,
+            "every_steps": int(config.dynamics.every_steps),
+        },
+    )
 
   def figure(_):
     plotting.dynamics(dyn, names, wd.figure("dynamics.png"), threshold, steps)

@@ -20,11 +20,20 @@ def run(config, workdir, ctx: context.Context | None = None) -> None:
   rows = {f"top {100 * t:g}%": dfm_art["dfm"][i] for i, t in enumerate(dfm_art.meta["thresholds"])}
   if artifacts.exists(wd.artifact("greedy"), "greedy"):
     rows["greedy (DFM-X)"] = artifacts.load(wd.artifact("greedy"), "greedy")["dfm"]
-  plotting.dfm_grid(rows, names, wd.figure("dfm_grid.png"),
-                    planted=datasets.planted_masks(ctx.dataset))
+  plotting.dfm_grid(
+      rows, names, wd.figure("dfm_grid.png"), planted=datasets.planted_masks(ctx.dataset)
+  )
   sc = artifacts.load(wd.artifact("shortcut"), "shortcut")
-  plotting.confusion(sc["confusion_unfiltered"], names, wd.figure("confusion_unfiltered.png"),
-                     "Unfiltered test set")
+  plotting.confusion(
+      sc["confusion_unfiltered"],
+      names,
+      wd.figure("confusion_unfiltered.png"),
+      "Unfiltered test set",
+  )
   plotting.confusion_grid(sc["confusion"], names, wd.figure("confusion_dfm.png"))
-  plotting.tpr_fpr_bars(sc.arrays, names, wd.figure("shortcut_tpr_fpr.png"),
-                        f"Shortcut test, DFMs at {100 * float(config.analysis.threshold):g}%")
+  plotting.tpr_fpr_bars(
+      sc.arrays,
+      names,
+      wd.figure("shortcut_tpr_fpr.png"),
+      f"Shortcut test, DFMs at {100 * float(config.analysis.threshold):g}%",
+  )

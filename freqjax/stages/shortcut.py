@@ -27,23 +27,37 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
     name = ood_name(root)
     ood = datasets.prepare_ood(config.data, root, a.ood_split, label=f"ood_{name}")
     x, y = ood.arrays("test")
-    sets.append((f"ood:{name}", ctx.wd.artifact("shortcut", f"_ood_{name}"),
-                 context.normalised(config, x), y))
+    sets.append(
+        (
+            f"ood:{name}",
+            ctx.wd.artifact("shortcut", f"_ood_{name}"),
+            context.normalised(config, x),
+            y,
+        )
+    )
   out = None
   for name, path, x, y in sets:
     fp = ctx.fingerprint("shortcut", name, float(a.threshold), dfm_art.meta.get("fingerprint"))
 
     def compute(x=x, y=y, name=name):
-      res = shortcut.run(ctx.apply_fn, ctx.variables, ctx.mesh, x, y, maps,
-                         batch_size=int(a.batch_size))
-      return res, ctx.meta(threshold=float(a.threshold), test_set=name,
-                           patch_size=dfm_art.meta["patch_size"])
+      res = shortcut.run(
+          ctx.apply_fn, ctx.variables, ctx.mesh, x, y, maps, batch_size=int(a.batch_size)
+      )
+      return res, ctx.meta(
+          threshold=float(a.threshold), test_set=name, patch_size=dfm_art.meta["patch_size"]
+      )
 
     art = context.cached(path, "shortcut", fp, compute)
     if parallel.is_main_process():
-      artifacts.write_json(os.path.splitext(path)[0] + ".json", {
-          "test_set": name, "threshold": float(a.threshold), "classes": ctx.class_names,
-          **art.arrays})
+      artifacts.write_json(
+          os.path.splitext(path)[0] + ".json",
+          {
+              "test_set": name,
+              "threshold": float(a.threshold),
+              "classes": ctx.class_names,
+              **art.arrays,
+          },
+      )
       print(f"Shortcut test on {name} with DFMs at {100 * float(a.threshold):g}%:")
       print(shortcut.table(art.arrays, ctx.class_names))
     out = out or art

@@ -12,22 +12,28 @@ def summarise(config, ctx: context.Context, stage_seconds: dict) -> dict:
   wd = ctx.wd
   train = wd.train_results()
   if train is None:
-    raise errors.WorkdirError(f"{wd.train_results_file} is missing or unreadable; it is "
-                              "written when training ends: run launch/train.py first.")
+    raise errors.WorkdirError(
+        f"{wd.train_results_file} is missing or unreadable; it is "
+        "written when training ends: run launch/train.py first."
+    )
   sc = artifacts.load(wd.artifact("shortcut"), "shortcut")
   dfm_art = artifacts.load(wd.artifact("dfm"), "dfm")
   scores = artifacts.load(wd.artifact("scores"), "scores")
   threshold = float(config.analysis.threshold)
   summary = {
-      "config": config.data.name, "model": config.model.name, "class_names": ctx.class_names,
+      "config": config.data.name,
+      "model": config.model.name,
+      "class_names": ctx.class_names,
       # The analysed checkpoint ('best' by validation loss by default) on the test set, and
       # the last checkpoint's, as training reported it.
       "test_accuracy": metrics.accuracy(sc["confusion_unfiltered"]),
       "test_per_class_accuracy": metrics.per_class_accuracy(sc["confusion_unfiltered"]).tolist(),
-      "final_test_accuracy": train["test_accuracy"], "final_step": train["steps"],
+      "final_test_accuracy": train["test_accuracy"],
+      "final_step": train["steps"],
       "checkpoint_step": ctx.checkpoint["checkpoint_step"],
       "dfm_threshold": threshold,
-      "tpr": sc["tpr"].tolist(), "fpr": sc["fpr"].tolist(),
+      "tpr": sc["tpr"].tolist(),
+      "fpr": sc["fpr"].tolist(),
       "tpr_unfiltered": sc["tpr_unfiltered"].tolist(),
       "fpr_unfiltered": sc["fpr_unfiltered"].tolist(),
       "dfm_keep_fraction": sc["keep_fraction"].tolist(),
@@ -36,19 +42,26 @@ def summarise(config, ctx: context.Context, stage_seconds: dict) -> dict:
   }
   planted = datasets.planted_masks(ctx.dataset)
   if planted is not None:
-    summary.update(dfm_summary.planted_overlap(dfm_summary.dfm_at(dfm_art, threshold), planted,
-                                               scores["scores"]))
+    summary.update(
+        dfm_summary.planted_overlap(
+            dfm_summary.dfm_at(dfm_art, threshold), planted, scores["scores"]
+        )
+    )
   if artifacts.exists(wd.artifact("dynamics"), "dynamics"):
     dyn = artifacts.load(wd.artifact("dynamics"), "dynamics")
     steps = dyn["learned_step"]
     summary["learned_step"] = {v: steps[i].tolist() for i, v in enumerate(dyn.meta["views"])}
-    summary["learned_first"] = {v: [ctx.class_names[c] for c in first] for v, first in
-                                zip(dyn.meta["views"], dyn_lib.learned_first(steps))}
+    summary["learned_first"] = {
+        v: [ctx.class_names[c] for c in first]
+        for v, first in zip(dyn.meta["views"], dyn_lib.learned_first(steps))
+    }
   for root in config.analysis.ood_dirs:
     name = shortcut_stage.ood_name(root)
     ood = artifacts.load(wd.artifact("shortcut", f"_ood_{name}"), "shortcut")
     summary.setdefault("ood", {})[name] = {
-        "tpr": ood["tpr"].tolist(), "fpr": ood["fpr"].tolist(),
+        "tpr": ood["tpr"].tolist(),
+        "fpr": ood["fpr"].tolist(),
         "tpr_unfiltered": ood["tpr_unfiltered"].tolist(),
-        "fpr_unfiltered": ood["fpr_unfiltered"].tolist()}
+        "fpr_unfiltered": ood["fpr_unfiltered"].tolist(),
+    }
   return summary

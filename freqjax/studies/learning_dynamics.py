@@ -45,15 +45,28 @@ def _run(config, wd: workdir_lib.Workdir, bands, seeds) -> dict:
       (first,) = dyn_lib.learned_first(steps[views.index("full")][None])
       later = sorted(s for k, s in enumerate(learned) if s >= 0 and k not in first)
       margin = later[0] - learned[first[0]] if len(first) == 1 and later else None
-      rows.append({"band": int(band), "seed": int(seed), "learned_step": learned,
-                   "learned_step_keep_band": [int(s) for s in steps[views.index(f"keep_b{band}")]],
-                   "first": [names[k] for k in first], "c3_strictly_first": first == [3],
-                   "margin_steps": margin, "last_evaluated_step": int(dyn_art["steps"].max()),
-                   "test_accuracy_at_end": run_wd.train_results()["test_accuracy"]})
-  result = {"runs": rows, "every_steps": every, "until_step": int(config.dynamics.until_step),
-            "last_evaluated_step": max(r["last_evaluated_step"] for r in rows),
-            "threshold": float(config.dynamics.threshold),
-            "c3_first_count": sum(r["c3_strictly_first"] for r in rows), "total": len(rows)}
+      rows.append(
+          {
+              "band": int(band),
+              "seed": int(seed),
+              "learned_step": learned,
+              "learned_step_keep_band": [int(s) for s in steps[views.index(f"keep_b{band}")]],
+              "first": [names[k] for k in first],
+              "c3_strictly_first": first == [3],
+              "margin_steps": margin,
+              "last_evaluated_step": int(dyn_art["steps"].max()),
+              "test_accuracy_at_end": run_wd.train_results()["test_accuracy"],
+          }
+      )
+  result = {
+      "runs": rows,
+      "every_steps": every,
+      "until_step": int(config.dynamics.until_step),
+      "last_evaluated_step": max(r["last_evaluated_step"] for r in rows),
+      "threshold": float(config.dynamics.threshold),
+      "c3_first_count": sum(r["c3_strictly_first"] for r in rows),
+      "total": len(rows),
+  }
   if parallel.is_main_process():
     table = report_lib.learning_dynamics_table(result, names)
     artifacts.write_json(wd.path("learning_dynamics.json"), result)

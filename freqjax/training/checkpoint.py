@@ -39,14 +39,23 @@ class Checkpoints:
     self._mgr = self._open()
 
   def _open(self) -> ocp.CheckpointManager:
-    policy = pp.AnyPreservationPolicy([
-        pp.LatestN(self.keep),
-        pp.BestN(get_metric_fn=lambda m: m["val_loss"], reverse=True, n=1,
-                 keep_checkpoints_without_metrics=False),
-    ])
+    policy = pp.AnyPreservationPolicy(
+        [
+            pp.LatestN(self.keep),
+            pp.BestN(
+                get_metric_fn=lambda m: m["val_loss"],
+                reverse=True,
+                n=1,
+                keep_checkpoints_without_metrics=False,
+            ),
+        ]
+    )
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, enable_async_checkpointing=False, create=True,
-        cleanup_tmp_directories=True)
+        preservation_policy=policy,
+        enable_async_checkpointing=False,
+        create=True,
+        cleanup_tmp_directories=True,
+    )
     handlers = {"state": ocp.StandardCheckpointHandler(), "host": ocp.JsonCheckpointHandler()}
     return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
 
@@ -57,9 +66,12 @@ class Checkpoints:
     metrics = None if val_loss is None else {"val_loss": float(val_loss)}
     self._mgr.save(
         int(step),
-        args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                host=ocp.args.JsonSave(dict(host, val_loss=val_loss))),
-        metrics=metrics)
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            host=ocp.args.JsonSave(dict(host, val_loss=val_loss)),
+        ),
+        metrics=metrics,
+    )
     self._mgr.wait_until_finished()
 
   def _restore(self, step: int, abstract_state):
@@ -76,11 +88,15 @@ class Checkpoints:
     if diff:
       raise errors.CheckpointError(
           f"Checkpoint {step} in {self.directory} holds another model than the configured "
-          f"one: {diff}.")
+          f"one: {diff}."
+      )
     try:
       out = self._mgr.restore(
-          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                        host=ocp.args.JsonRestore()))
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state), host=ocp.args.JsonRestore()
+          ),
+      )
     except Exception as e:  # pylint: disable=broad-except  (the structure matched: bad files)
       raise UnreadableCheckpoint(f"{type(e).__name__}: {e}") from e
     return out["state"], dict(out["host"])
@@ -96,9 +112,13 @@ class Checkpoints:
         state, host = self._restore(step, abstract_state)
         return state, host, step
       except UnreadableCheckpoint as e:
-        logging.warning("Checkpoint %d in %s cannot be read (%s); moving it to "
-                        "checkpoints_corrupt/ and trying the previous one.", step,
-                        self.directory, e)
+        logging.warning(
+            "Checkpoint %d in %s cannot be read (%s); moving it to "
+            "checkpoints_corrupt/ and trying the previous one.",
+            step,
+            self.directory,
+            e,
+        )
         self._quarantine(step)
     return None
 
@@ -106,8 +126,9 @@ class Checkpoints:
     if parallel.is_main_process():
       bad = os.path.join(os.path.dirname(self.directory), "checkpoints_corrupt")
       os.makedirs(bad, exist_ok=True)
-      shutil.move(os.path.join(self.directory, str(step)),
-                  os.path.join(bad, f"{step}-{int(time.time())}"))
+      shutil.move(
+          os.path.join(self.directory, str(step)), os.path.join(bad, f"{step}-{int(time.time())}")
+      )
     parallel.sync("freqjax_quarantine_checkpoint")
     self._mgr.close()
     self._mgr = self._open()
@@ -129,7 +150,8 @@ class Checkpoints:
     if not steps:
       raise errors.CheckpointError(
           f"No checkpoint in {self.directory}. Train first (launch/train.py with the same "
-          "--workdir), or point --workdir at a finished training run.")
+          "--workdir), or point --workdir at a finished training run."
+      )
     if which == "latest":
       step = steps[-1]
     elif which == "best":
@@ -137,15 +159,17 @@ class Checkpoints:
     else:
       step = int(which)
       if step not in steps:
-        raise errors.CheckpointError(f"No checkpoint at step {step} in {self.directory}; "
-                                f"available steps: {steps}.")
+        raise errors.CheckpointError(
+            f"No checkpoint at step {step} in {self.directory}; " f"available steps: {steps}."
+        )
     try:
       state, host = self._restore(step, abstract_state)
     except UnreadableCheckpoint as e:
       raise errors.CheckpointError(
           f"Checkpoint {step} in {self.directory} cannot be read ({e}). Choose another with "
           f"--config.analysis.checkpoint (available: {steps}), or resume training with "
-          "launch/train.py, which sets unreadable checkpoints aside.") from e
+          "launch/train.py, which sets unreadable checkpoints aside."
+      ) from e
     return state, host, step
 
   def close(self):
@@ -155,7 +179,8 @@ class Checkpoints:
 def abstract(state, sharding):
   """ShapeDtypeStructs of `state`, placed with `sharding`, for restoring."""
   return jax.tree_util.tree_map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state)
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state
+  )
 
 
 def _flat(tree) -> dict[str, tuple]:
@@ -182,12 +207,24 @@ def structure_diff(stored, abstract_state, limit: int = 3) -> str:
   shapes = [f"{k} {a[k]} stored, {b[k]} configured" for k in b if k in a and a[k] != b[k]]
   parts = []
   if shapes:
-    parts.append(f"{len(shapes)} arrays differ in shape (" + "; ".join(shapes[:limit]) +
-                 (", ..." if len(shapes) > limit else "") + ")")
+    parts.append(
+        f"{len(shapes)} arrays differ in shape ("
+        + "; ".join(shapes[:limit])
+        + (", ..." if len(shapes) > limit else "")
+        + ")"
+    )
   if missing:
-    parts.append(f"{len(missing)} configured arrays are not stored (" +
-                 ", ".join(missing[:limit]) + (", ..." if len(missing) > limit else "") + ")")
+    parts.append(
+        f"{len(missing)} configured arrays are not stored ("
+        + ", ".join(missing[:limit])
+        + (", ..." if len(missing) > limit else "")
+        + ")"
+    )
   if extra:
-    parts.append(f"{len(extra)} stored arrays are not in the configured model (" +
-                 ", ".join(extra[:limit]) + (", ..." if len(extra) > limit else "") + ")")
+    parts.append(
+        f"{len(extra)} stored arrays are not in the configured model ("
+        + ", ".join(extra[:limit])
+        + (", ..." if len(extra) > limit else "")
+        + ")"
+    )
   return "; ".join(parts)

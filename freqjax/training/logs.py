@@ -30,8 +30,11 @@ class MetricWriter:
     elif os.path.exists(self.path):
       os.remove(self.path)  # a fresh run (no checkpoint) starts fresh logs
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"),
-                             purge_step=None if resume_step is None else resume_step + 1)
+
+    self._tb = SummaryWriter(
+        os.path.join(workdir, "tensorboard"),
+        purge_step=None if resume_step is None else resume_step + 1,
+    )
 
   def _truncate(self, step: int) -> None:
     if not os.path.exists(self.path):
@@ -42,8 +45,10 @@ class MetricWriter:
   def write(self, step: int, split: str, metrics: dict) -> None:
     if not self.enabled:
       return
-    clean = {k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "item") else v)
-             for k, v in metrics.items()}
+    clean = {
+        k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "item") else v)
+        for k, v in metrics.items()
+    }
     with open(self.path, "a") as f:
       f.write(json.dumps({"step": int(step), "split": split, **clean}) + "\n")
     for k, v in clean.items():

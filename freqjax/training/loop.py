@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 
 import jax
@@ -32,8 +31,14 @@ import numpy as np
 import optax
 from absl import logging
 
-from freqjax import artifacts, config as config_lib, errors, models, parallel
-from freqjax import workdir as workdir_lib
+from freqjax import (
+    artifacts,
+    config as config_lib,
+    errors,
+    models,
+    parallel,
+    workdir as workdir_lib,
+)
 from freqjax.data import augment, loader as loader_lib
 from freqjax.evaluation import dynamics, inference, metrics
 from freqjax.training import checkpoint, logs, state as state_lib
@@ -50,36 +55,62 @@ def make_train_step(model, config, mesh, tx):
 
     def loss_fn(params):
       logits, updates = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, x, train=True,
-          mutable=["batch_stats"], rngs={"dropout": k_drop})
+          {"params": params, "batch_stats": state.batch_stats},
+          x,
+          train=True,
+          mutable=["batch_stats"],
+          rngs={"dropout": k_drop},
+      )
       logits = logits.astype(jnp.float32)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
       return loss, (logits, updates)
 
     (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     upd, opt_state = tx.update(grads, state.opt_state, state.params)
-    new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, upd),
-                        batch_stats=updates["batch_stats"], opt_state=opt_state)
+    new = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, upd),
+        batch_stats=updates["batch_stats"],
+        opt_state=opt_state,
+    )
     acc = jnp.mean(jnp.argmax(logits, -1) == labels)
     return new, {"loss": loss, "accuracy": acc}
 
   repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  return jax.jit(step, in_shardings=(repl, data, repl), out_shardings=(repl, repl),
-                 donate_argnums=(0,))
+  return jax.jit(
+      step, in_shardings=(repl, data, repl), out_shardings=(repl, repl), donate_argnums=(0,)
+  )
 
 
 def _loaders(config, ds, mesh):
   from freqjax.data import datasets  # pylint: disable=g-import-not-at-top
+
   t = config.train
   train_src, test_src = ds.source("train"), ds.source("test")
-  train_idx, val_idx = datasets.train_val_indices(len(train_src), config.data.val_fraction,
-                                                  config.seed)
+  train_idx, val_idx = datasets.train_val_indices(
+      len(train_src), config.data.val_fraction, config.seed
+  )
   rows = parallel.process_slice(t.batch_size, mesh)
   erows = parallel.process_slice(t.eval_batch_size, mesh)
-  train = loader_lib.Loader(train_src, train_idx, t.batch_size, shuffle=True, seed=config.seed,
-                            drop_remainder=True, rows=rows, prefetch=t.prefetch)
-  mk = lambda src, idx: loader_lib.Loader(src, idx, t.eval_batch_size, shuffle=False,
-                                          drop_remainder=False, rows=erows, prefetch=t.prefetch)
+  train = loader_lib.Loader(
+      train_src,
+      train_idx,
+      t.batch_size,
+      shuffle=True,
+      seed=config.seed,
+      drop_remainder=True,
+      rows=rows,
+      prefetch=t.prefetch,
+  )
+  mk = lambda src, idx: loader_lib.Loader(
+      src,
+      idx,
+      t.eval_batch_size,
+      shuffle=False,
+      drop_remainder=False,
+      rows=erows,
+      prefetch=t.prefetch,
+  )
   return train, mk(train_src, val_idx), mk(test_src, np.arange(len(test_src)))
 
 
@@ -88,14 +119,17 @@ def setup(config):
   # tensorflow-datasets is imported here, not at module level, so that the training step can
   # be benchmarked on machines without it (launch/gpu_bench.sh).
   from freqjax.data import datasets  # pylint: disable=g-import-not-at-top
+
   config_lib.validate(config)
   mesh = parallel.make_mesh(config.train.num_devices)
   parallel.check_batch_size(config.train.batch_size, mesh)
   parallel.check_batch_size(config.train.eval_batch_size, mesh, "config.train.eval_batch_size")
   ds = datasets.prepare(config.data)
   if ds.num_classes != config.data.num_classes:
-    raise errors.ConfigError(f"The dataset has {ds.num_classes} classes but config.data.num_classes "
-                     f"is {config.data.num_classes}; make them agree.")
+    raise errors.ConfigError(
+        f"The dataset has {ds.num_classes} classes but config.data.num_classes "
+        f"is {config.data.num_classes}; make them agree."
+    )
   model = models.from_config(config.model, ds.num_classes)
   return mesh, ds, model
 
@@ -132,14 +166,26 @@ def _train(config, wd: workdir_lib.Workdir, move_aside: bool) -> dict:
   train_rng = jax.random.fold_in(jax.random.key(config.seed), 1)
   ckpts = checkpoint.Checkpoints(wd.checkpoints, t.keep_checkpoints)
   restored = ckpts.restore_latest(checkpoint.abstract(state, parallel.replicated(mesh)))
-  host = {"epoch": 0, "batch": 0, "done": False,
-          "plateau": state_lib.Plateau(lr=t.lr, factor=t.plateau_factor,
-                                       patience=t.plateau_patience,
-                                       threshold=t.plateau_threshold).to_dict()}
+  host = {
+      "epoch": 0,
+      "batch": 0,
+      "done": False,
+      "plateau": state_lib.Plateau(
+          lr=t.lr,
+          factor=t.plateau_factor,
+          patience=t.plateau_patience,
+          threshold=t.plateau_threshold,
+      ).to_dict(),
+  }
   if restored is not None:
     state, host, ck_step = restored
-    logging.info("Resumed from checkpoint %d (epoch %d, batch %d) in %s", ck_step,
-                 host["epoch"], host["batch"], ckpts.directory)
+    logging.info(
+        "Resumed from checkpoint %d (epoch %d, batch %d) in %s",
+        ck_step,
+        host["epoch"],
+        host["batch"],
+        ckpts.directory,
+    )
   plateau = state_lib.Plateau.from_dict(host["plateau"])
   step = int(state.step)
   writer = logs.MetricWriter(wd.root, resume_step=step if restored is not None else None)
@@ -151,8 +197,7 @@ def _train(config, wd: workdir_lib.Workdir, move_aside: bool) -> dict:
     total = min(total, t.max_steps)
   evaluators = []
   if config.dynamics.every_steps > 0:
-    evaluators.append(dynamics.BandViewEvaluator(config, model, mesh, test_loader,
-                                                 ds.class_names))
+    evaluators.append(dynamics.BandViewEvaluator(config, model, mesh, test_loader, ds.class_names))
   train_step = make_train_step(model, config, mesh, tx)
   eval_step = inference.make_eval_step(model, config, mesh)
   if step == 0:
@@ -160,8 +205,14 @@ def _train(config, wd: workdir_lib.Workdir, move_aside: bool) -> dict:
       if ev.due(0):
         ev(state.variables, 0, writer)
 
-  bar = parallel.progress(total=total * t.batch_size, initial=step * t.batch_size, unit="img",
-                         unit_scale=True, disable=not t.progress, desc="train")
+  bar = parallel.progress(
+      total=total * t.batch_size,
+      initial=step * t.batch_size,
+      unit="img",
+      unit_scale=True,
+      disable=not t.progress,
+      desc="train",
+  )
   epoch, t0, step0 = host["epoch"], time.time(), step
   while step < total and epoch < t.epochs:
     start = host["batch"] if epoch == host["epoch"] else 0
@@ -180,8 +231,9 @@ def _train(config, wd: workdir_lib.Workdir, move_aside: bool) -> dict:
         means = {k: float(np.mean([p[k] for p in fetched])) for k in fetched[0]}
         means["lr"] = plateau.lr
         writer.write(step, "train", means)
-        bar.set_postfix(epoch=epoch, loss=f"{means['loss']:.4f}", lr=f"{plateau.lr:g}",
-                        refresh=False)
+        bar.set_postfix(
+            epoch=epoch, loss=f"{means['loss']:.4f}", lr=f"{plateau.lr:g}", refresh=False
+        )
         pending = []
       for ev in evaluators:
         if ev.due(step):
@@ -199,11 +251,20 @@ def _train(config, wd: workdir_lib.Workdir, move_aside: bool) -> dict:
       host = dict(host, epoch=epoch, batch=b_in_epoch)
     host["plateau"] = plateau.to_dict()
     host["done"] = step >= total or epoch >= t.epochs
-    writer.write(step, "val", {"loss": val["loss"], "accuracy": val["accuracy"],
-                               "epoch": epoch, "lr": plateau.lr})
+    writer.write(
+        step,
+        "val",
+        {"loss": val["loss"], "accuracy": val["accuracy"], "epoch": epoch, "lr": plateau.lr},
+    )
     ckpts.save(step, state, host, val["loss"])
-    logging.info("epoch %d step %d: val loss %.4f acc %.4f lr %g", epoch, step, val["loss"],
-                 val["accuracy"], plateau.lr)
+    logging.info(
+        "epoch %d step %d: val loss %.4f acc %.4f lr %g",
+        epoch,
+        step,
+        val["loss"],
+        val["accuracy"],
+        plateau.lr,
+    )
     if not complete:
       break
   bar.close()
@@ -212,15 +273,23 @@ def _train(config, wd: workdir_lib.Workdir, move_aside: bool) -> dict:
   test = inference.evaluate(eval_step, state.variables, test_loader, mesh)
   tpr, fpr = metrics.tpr_fpr(test["confusion"])
   results = {
-      "test_accuracy": test["accuracy"], "test_loss": test["loss"],
+      "test_accuracy": test["accuracy"],
+      "test_loss": test["loss"],
       "test_per_class_accuracy": metrics.per_class_accuracy(test["confusion"]).tolist(),
-      "test_tpr": tpr.tolist(), "test_fpr": fpr.tolist(),
-      "test_confusion": test["confusion"].tolist(), "class_names": ds.class_names,
-      "steps": step, "epochs_completed": host["epoch"], "best_checkpoint": ckpts.best_step(),
+      "test_tpr": tpr.tolist(),
+      "test_fpr": fpr.tolist(),
+      "test_confusion": test["confusion"].tolist(),
+      "class_names": ds.class_names,
+      "steps": step,
+      "epochs_completed": host["epoch"],
+      "best_checkpoint": ckpts.best_step(),
       "train_seconds_this_run": elapsed,
       "train_images_per_second_this_run": (step - step0) * t.batch_size / max(elapsed, 1e-9),
-      "dataset": ds.path, "model": config.model.name, "devices": int(mesh.devices.size),
-      "processes": jax.process_count(), "done": bool(host["done"]),
+      "dataset": ds.path,
+      "model": config.model.name,
+      "devices": int(mesh.devices.size),
+      "processes": jax.process_count(),
+      "done": bool(host["done"]),
   }
   writer.write(step, "test", {"loss": test["loss"], "accuracy": test["accuracy"]})
   writer.close()
@@ -239,9 +308,10 @@ def restore_model(config, workdir: str, which="best"):
   """
   mesh, ds, model = setup(config)
   tx = state_lib.make_optimizer(config.train)
-  state = jax.eval_shape(functools.partial(state_lib.create, model, tx,
-                                           image_size=config.data.image_size),
-                         jax.random.key(0))
+  state = jax.eval_shape(
+      functools.partial(state_lib.create, model, tx, image_size=config.data.image_size),
+      jax.random.key(0),
+  )
   wd = workdir_lib.Workdir(workdir)
   ckpts = checkpoint.Checkpoints(wd.checkpoints, config.train.keep_checkpoints)
   abstract = checkpoint.abstract(state, parallel.replicated(mesh))
@@ -254,11 +324,16 @@ def restore_model(config, workdir: str, which="best"):
         f"The checkpoint in {wd.root} does not fit the configured model "
         f"{config.model.name} (width {config.model.width_multiplier}, "
         f"{config.data.num_classes} classes): it was trained as {_trained_as(wd)}. Use the "
-        f"config the run was trained with. ({str(e)[:300]})") from e
+        f"config the run was trained with. ({str(e)[:300]})"
+    ) from e
   finally:
     ckpts.close()
-  info = {"workdir": workdir, "checkpoint_step": int(step), "which": str(which),
-          "val_loss": host.get("val_loss")}
+  info = {
+      "workdir": workdir,
+      "checkpoint_step": int(step),
+      "which": str(which),
+      "val_loss": host.get("val_loss"),
+  }
   return model, restored.variables, info, mesh, ds
 
 
@@ -267,8 +342,10 @@ def _trained_as(wd: workdir_lib.Workdir) -> str:
   try:
     with open(path) as f:
       c = json.load(f)
-    return (f"{c['model']['name']} (width {c['model']['width_multiplier']}, "
-            f"{c['data']['num_classes']} classes) according to {path}")
+    return (
+        f"{c['model']['name']} (width {c['model']['width_multiplier']}, "
+        f"{c['data']['num_classes']} classes) according to {path}"
+    )
   except Exception:  # pylint: disable=broad-except
     return "another model (no readable config.json in the workdir)"
 
@@ -292,10 +369,12 @@ class FiniteGuard:
   def _fail(self, loss, step, epoch, what):
     t = self.config.train
     steps = self.ckpts.steps()
-    last = (f"The last good checkpoint is step {steps[-1]}." if steps else
-            "No checkpoint was written.")
+    last = (
+        f"The last good checkpoint is step {steps[-1]}." if steps else "No checkpoint was written."
+    )
     raise errors.TrainingDivergedError(
         f"Training diverged: the {what} is {loss} at step {step} (epoch {epoch}); stopped "
         f"before writing a checkpoint from it. {last} Likely cause: a learning rate too high "
         f"for this model (config.train.lr={t.lr:g}; the paper uses 0.01) — lower it, or check "
-        f"the input normalisation (config.data.mean/std) and the data.")
+        f"the input normalisation (config.data.mean/std) and the data."
+    )

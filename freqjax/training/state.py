@@ -37,7 +37,8 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
   def sgd(learning_rate):
     return optax.chain(
         optax.add_decayed_weights(t.weight_decay),
-        optax.sgd(learning_rate, momentum=t.momentum, nesterov=t.nesterov))
+        optax.sgd(learning_rate, momentum=t.momentum, nesterov=t.nesterov),
+    )
 
   return optax.inject_hyperparams(sgd)(learning_rate=t.lr)
 
@@ -46,8 +47,12 @@ def create(model, tx, rng, image_size: int) -> TrainState:
   """Fresh state; params initialised like PyTorch's defaults (see models.layers)."""
   variables = model.init(rng, jnp.zeros((1, image_size, image_size, 3)), train=False)
   params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables.get("batch_stats", {}),
+      opt_state=tx.init(params),
+  )
 
 
 def with_learning_rate(state: TrainState, lr: float) -> TrainState:
@@ -87,7 +92,7 @@ class Plateau:
     return d
 
   @classmethod
-  def from_dict(cls, d: dict) -> "Plateau":
+  def from_dict(cls, d: dict) -> Plateau:
     d = dict(d)
     d["best"] = math.inf if d["best"] is None else d["best"]
     return cls(**d)

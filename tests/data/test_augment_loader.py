@@ -12,8 +12,9 @@ from tests.conftest import load_config
 
 def test_random_resized_crop_boxes_follow_torchvision_rules():
   keys = jax.random.split(jax.random.key(0), 2000)
-  boxes = np.asarray(jax.vmap(lambda k: augment.rrc_box(k, 40, 40, (0.08, 1.0),
-                                                        (3 / 4, 4 / 3)))(keys))
+  boxes = np.asarray(
+      jax.vmap(lambda k: augment.rrc_box(k, 40, 40, (0.08, 1.0), (3 / 4, 4 / 3)))(keys)
+  )
   top, left, h, w = boxes.T
   assert (top >= 0).all() and (left >= 0).all() and (top + h <= 40).all() and (left + w <= 40).all()
   area = h * w / 1600
@@ -32,8 +33,14 @@ def test_crop_and_resize_of_the_whole_image_is_identity():
   np.testing.assert_allclose(out, img, atol=1e-5)
 
 
-@pytest.mark.parametrize("spec", ["configs/synthetic.py:syn1", "configs/tiny_imagenet10.py",
-                                  "configs/imagenet10.py:resnet18,augmix"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "configs/synthetic.py:syn1",
+        "configs/tiny_imagenet10.py",
+        "configs/imagenet10.py:resnet18,augmix",
+    ],
+)
 def test_train_transform_does_not_depend_on_sharding(spec):
   c = load_config(spec)
   size = c.data.storage_size or c.data.image_size
@@ -56,8 +63,9 @@ def test_train_transform_does_not_depend_on_sharding(spec):
 def test_pad_modes():
   img = np.ones((4, 4, 3), np.float32)
   assert np.asarray(augment.pad(img, 2))[0, 0].tolist() == [0, 0, 0]
-  np.testing.assert_allclose(np.asarray(augment.pad(img, 2, "mean", (0.5, 0.4, 0.3)))[0, 0],
-                             [0.5, 0.4, 0.3])
+  np.testing.assert_allclose(
+      np.asarray(augment.pad(img, 2, "mean", (0.5, 0.4, 0.3)))[0, 0], [0.5, 0.4, 0.3]
+  )
   ramp = np.arange(16, dtype=np.float32).reshape(4, 4, 1)
   assert np.asarray(augment.pad(ramp, 1, "wrap"))[0, 0, 0] == 15
   with pytest.raises(ValueError, match="Unknown pad mode"):
@@ -75,6 +83,7 @@ def test_eval_transform_normalises_and_resizes_only_when_needed():
 
 
 class _Source:
+
   def __init__(self, n):
     self.images = np.arange(n)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8)
     self.labels = np.arange(n) % 3
@@ -86,16 +95,28 @@ class _Source:
 def test_two_processes_read_exactly_one_process_global_batches():
   src = _Source(50)
   one = loader.Loader(src, np.arange(50), 8, shuffle=True, seed=5, drop_remainder=True)
-  halves = [loader.Loader(src, np.arange(50), 8, shuffle=True, seed=5, drop_remainder=True,
-                          rows=slice(4 * p, 4 * p + 4)) for p in range(2)]
+  halves = [
+      loader.Loader(
+          src,
+          np.arange(50),
+          8,
+          shuffle=True,
+          seed=5,
+          drop_remainder=True,
+          rows=slice(4 * p, 4 * p + 4),
+      )
+      for p in range(2)
+  ]
   assert len(one) == 6
   for epoch in (0, 1):
     full = [b["image"][:, 0, 0, 0] for b in one.epoch(epoch)]
     parts = [[b["image"][:, 0, 0, 0] for b in h.epoch(epoch)] for h in halves]
     for b, (p0, p1) in enumerate(zip(*parts)):
       np.testing.assert_array_equal(np.concatenate([p0, p1]), full[b])
-  assert not np.array_equal(np.concatenate([b["label"] for b in one.epoch(0)]),
-                            np.concatenate([b["label"] for b in one.epoch(1)]))
+  assert not np.array_equal(
+      np.concatenate([b["label"] for b in one.epoch(0)]),
+      np.concatenate([b["label"] for b in one.epoch(1)]),
+  )
   resumed = [b["image"][:, 0, 0, 0] for b in one.epoch(1, start_batch=4)]
   np.testing.assert_array_equal(resumed, [b["image"][:, 0, 0, 0] for b in one.epoch(1)][4:])
 
@@ -111,6 +132,7 @@ def test_last_evaluation_batch_is_padded_and_marked():
 
 def test_loader_errors_reach_the_consumer():
   class Broken(_Source):
+
     def get(self, idx):
       raise OSError("disk gone")
 

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from freqjax import config as config_lib
-from freqjax import errors
+from freqjax import config as config_lib, errors
 from freqjax.data import datasets, folder
 from tests.conftest import load_config
 
@@ -61,8 +60,7 @@ def test_modes_are_converted_and_bad_files_recorded(tmp_path, caplog):
   assert images.dtype == np.uint8 and images.shape[1:] == (16, 16, 3)
   assert len(labels) == 3 + 3 + 4 + 1  # cat 3, dog 3 + 4 modes + 1 good; 2 skipped
   skipped = ds.metadata["skipped_files"]
-  assert sorted(s["file"] for s in skipped) == ["train/dog/garbage.jpg",
-                                                      "train/dog/truncated.png"]
+  assert sorted(s["file"] for s in skipped) == ["train/dog/garbage.jpg", "train/dog/truncated.png"]
   assert all(s["reason"] for s in skipped)
   assert set(ds.metadata["source_modes"]["train"]) >= {"L", "RGBA", "P", "CMYK", "RGB"}
   assert "Skipping unreadable image" in caplog.text
@@ -86,8 +84,9 @@ def test_missing_split_folder_lists_what_exists(tmp_path):
 
 def test_class_without_folder_lists_folders_found(tmp_path):
   root = _toy(tmp_path / "toy")
-  with pytest.raises(folder.FolderDatasetError,
-                     match=r"'bird' has no folder.*Folders found: dog, n001_cat"):
+  with pytest.raises(
+      folder.FolderDatasetError, match=r"'bird' has no folder.*Folders found: dog, n001_cat"
+  ):
     datasets.prepare(_config(root, tmp_path, classes=("cat", "bird")).data)
 
 
@@ -121,8 +120,13 @@ def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
   Image.fromarray(g8.astype(np.float32) * 3 - 100).save(tmp_path / "gF_wide.tif")
   expected, mode, _, _ = folder.load_rgb(str(tmp_path / "g8.png"), 16)
   assert mode == "L" and (expected[..., 0] == g8).all()
-  for name, source_mode in (("g16.png", "I;16"), ("g16.tif", "I;16"), ("gI.tif", "I"),
-                            ("gF.tif", "F"), ("gF_wide.tif", "F")):
+  for name, source_mode in (
+      ("g16.png", "I;16"),
+      ("g16.tif", "I;16"),
+      ("gI.tif", "I"),
+      ("gF.tif", "F"),
+      ("gF_wide.tif", "F"),
+  ):
     image, mode, size, reason = folder.load_rgb(str(tmp_path / name), 16)
     assert reason is None and mode == source_mode and size == (16, 16), name
     np.testing.assert_array_equal(image, expected, err_msg=name)
@@ -147,8 +151,9 @@ def test_small_images_are_warned_about_and_listed(tmp_path, caplog):
   _write(root / "train" / "dog" / "dot", size=(1, 1), colour=(9, 99, 199))
   with caplog.at_level("WARNING"):
     ds = datasets.prepare(_config(root, tmp_path).data)
-  assert ds.metadata["small_files"] == [{"split": "train", "file": "train/dog/dot.png",
-                                         "size": [1, 1]}]
+  assert ds.metadata["small_files"] == [
+      {"split": "train", "file": "train/dog/dot.png", "size": [1, 1]}
+  ]
   assert "dot.png is only 1x1 px" in caplog.text
   assert (_rows(ds)["train/dog/dot.png"] == (9, 99, 199)).all()  # still upscaled and kept
 
@@ -188,8 +193,10 @@ def test_unlisted_class_folder_is_a_warning_or_an_error(tmp_path, caplog):
   assert "extra_class" in caplog.text and ".hidden" not in caplog.text
   assert ds.num_examples("test") == 6
   c.data.unlisted_classes = "error"
-  with pytest.raises(folder.FolderDatasetError, match=r"extra_class.*config.data.class_folders"
-                     r".*unlisted_classes='warn'"):
+  with pytest.raises(
+      folder.FolderDatasetError,
+      match=r"extra_class.*config.data.class_folders" r".*unlisted_classes='warn'",
+  ):
     datasets.prepare(c.data)
   c.data.unlisted_classes = "ignore"
   with pytest.raises(errors.ConfigError, match=r"unlisted_classes must be one of warn, error"):
@@ -225,8 +232,9 @@ def test_tiny_imagenet10_prepares_in_config_order(shared_data, tmp_path):
 def test_imagenet10_samples_prepare_at_224_in_official_order(shared_data, tmp_path):
   c = load_config("configs/imagenet10.py")
   c.data.data_dir = str(tmp_path)
-  ds = datasets.prepare_ood(c.data, str(shared_data / "imagenet10-samples"), ".",
-                            label="imagenet10_samples")
+  ds = datasets.prepare_ood(
+      c.data, str(shared_data / "imagenet10-samples"), ".", label="imagenet10_samples"
+  )
   images, labels = ds.arrays("test")
   assert images.shape == (10, 224, 224, 3) and sorted(labels.tolist()) == list(range(10))
   assert ds.class_names[:3] == ["airliner", "beach wagon", "hummingbird"]

@@ -77,7 +77,7 @@ def test_roles_follow_the_specification(band):
     u, v = fi["u"], fi["v"]
     assert (u, v) != (0, 0) and abs(u) < 16 and abs(v) < 16  # no DC, no Nyquist
     assert u > 0 or (u == 0 and v > 0)  # one representative per conjugate pair
-    for rj, fj in everything[i + 1:]:
+    for rj, fj in everything[i + 1 :]:
       if ri == rj == "c3":
         continue
       d = max(abs(abs(u) - abs(fj["u"])), abs(abs(v) - abs(fj["v"])))

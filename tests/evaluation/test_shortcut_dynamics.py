@@ -36,8 +36,9 @@ def test_shortcut_test_equals_a_numpy_computation():
 
   def filt(images, keep):
     spec = np.fft.fftshift(np.fft.fft2(images, axes=(1, 2)), axes=(1, 2))
-    return np.real(np.fft.ifft2(np.fft.ifftshift(spec * keep[None, :, :, None], axes=(1, 2)),
-                                axes=(1, 2))).astype(np.float32)
+    return np.real(
+        np.fft.ifft2(np.fft.ifftshift(spec * keep[None, :, :, None], axes=(1, 2)), axes=(1, 2))
+    ).astype(np.float32)
 
   conf0 = metrics.confusion(y, predict(x), 3)
   np.testing.assert_array_equal(res["confusion_unfiltered"], conf0)
@@ -60,26 +61,44 @@ def test_all_ones_dfm_reproduces_the_unfiltered_result():
   x = rng.normal(size=(12, 8, 8, 3)).astype(np.float32)
   y = np.repeat([0, 1], 6)
   v = rng.normal(size=(6, 2)).astype(np.float32)
-  res = shortcut.run(_model, v, parallel.make_mesh(4), x, y, np.ones((2, 8, 8), bool),
-                     complement=False)
+  res = shortcut.run(
+      _model, v, parallel.make_mesh(4), x, y, np.ones((2, 8, 8), bool), complement=False
+  )
   np.testing.assert_allclose(res["tpr"], res["tpr_unfiltered"])
   np.testing.assert_allclose(res["fpr"], res["fpr_unfiltered"])
 
 
 def test_dfm_and_image_size_mismatch_states_both():
   with pytest.raises(ValueError, match=r"DFMs are 16×16 but the images are 8×8"):
-    shortcut.run(_model, np.zeros((6, 2), np.float32), parallel.make_mesh(1),
-                 np.zeros((2, 8, 8, 3), np.float32), np.array([0, 1]), np.ones((2, 16, 16), bool))
+    shortcut.run(
+        _model,
+        np.zeros((6, 2), np.float32),
+        parallel.make_mesh(1),
+        np.zeros((2, 8, 8, 3), np.float32),
+        np.array([0, 1]),
+        np.ones((2, 16, 16), bool),
+    )
 
 
 def test_learned_steps_use_tpr_minus_fpr():
   names = ["C0", "C1"]
   records = []
   # C1 is predicted for everything first (TPR 1, FPR 1: not learned), then both separate.
-  for step, (t0, f0, t1, f1) in zip([0, 5, 10, 15], [(0, 0, 1, 1), (0.2, 0, 1, 0.8),
-                                                     (0.6, 0, 1, 0.4), (0.9, 0, 1, 0.1)]):
-    records.append({"step": step, "split": "dynamics/full", "tpr_C0": t0, "fpr_C0": f0,
-                    "tpr_C1": t1, "fpr_C1": f1, "acc_C0": t0, "acc_C1": t1})
+  for step, (t0, f0, t1, f1) in zip(
+      [0, 5, 10, 15], [(0, 0, 1, 1), (0.2, 0, 1, 0.8), (0.6, 0, 1, 0.4), (0.9, 0, 1, 0.1)]
+  ):
+    records.append(
+        {
+            "step": step,
+            "split": "dynamics/full",
+            "tpr_C0": t0,
+            "fpr_C0": f0,
+            "tpr_C1": t1,
+            "fpr_C1": f1,
+            "acc_C0": t0,
+            "acc_C1": t1,
+        }
+    )
   records.append({"step": 5, "split": "train", "loss": 1.0})
   dyn = dynamics.collect(records, names)
   assert dyn["views"] == ["full"] and dyn["steps"].tolist() == [0, 5, 10, 15]

@@ -9,9 +9,12 @@ from freqjax import models
 
 # Trainable parameters of the official PyTorch models (BN scale and bias, no running stats).
 ORIGINAL_COUNTS = {
-    "resnet18": (11_173_962, 11_170_884), "resnet34": (21_282_122, 21_279_044),
-    "resnet50": (23_520_842, 23_508_548), "resnet101": (42_512_970, 42_500_676),
-    "vgg11": (9_231_114, 9_228_036), "vgg16": (14_728_266, 14_725_188),
+    "resnet18": (11_173_962, 11_170_884),
+    "resnet34": (21_282_122, 21_279_044),
+    "resnet50": (23_520_842, 23_508_548),
+    "resnet101": (42_512_970, 42_500_676),
+    "vgg11": (9_231_114, 9_228_036),
+    "vgg16": (14_728_266, 14_725_188),
     "alexnet": (24_335_584, 24_311_008),
 }
 
@@ -44,19 +47,28 @@ def test_unknown_model_lists_the_known_ones():
     models.create("resnet19", num_classes=10)
 
 
-@pytest.mark.parametrize("name,size,kw", [("resnet18", 32, {}), ("resnet50", 224, {}),
-                                          ("resnet50", 64, {"stem": "imagenet"}),
-                                          ("vgg16", 224, {}), ("alexnet", 32, {})])
+@pytest.mark.parametrize(
+    "name,size,kw",
+    [
+        ("resnet18", 32, {}),
+        ("resnet50", 224, {}),
+        ("resnet50", 64, {"stem": "imagenet"}),
+        ("vgg16", 224, {}),
+        ("alexnet", 32, {}),
+    ],
+)
 def test_forward_shapes_in_both_modes(name, size, kw):
   model = models.create(name, num_classes=7, width_multiplier=0.125, **kw)
   x = jnp.ones((2, size, size, 3))
   v = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
   assert jax.eval_shape(lambda v: model.apply(v, x, train=False), v).shape == (2, 7)
-  out, upd = jax.eval_shape(lambda v: model.apply(
-      v, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(1)}), v)
+  rngs = {"dropout": jax.random.key(1)}
+  out, upd = jax.eval_shape(
+      lambda v: model.apply(v, x, train=True, mutable=["batch_stats"], rngs=rngs), v
+  )
   assert out.shape == (2, 7)
-  assert jax.tree_util.tree_structure(upd["batch_stats"]) == jax.tree_util.tree_structure(
-      v["batch_stats"])
+  treedef = jax.tree_util.tree_structure
+  assert treedef(upd["batch_stats"]) == treedef(v["batch_stats"])
 
 
 def test_bfloat16_compute_keeps_float32_params():
@@ -69,6 +81,7 @@ def test_bfloat16_compute_keeps_float32_params():
 
 def test_pytorch_default_init_scale():
   from freqjax.models import layers
+
   conv = layers.Conv(64, kernel=3, use_bias=True)
   v = conv.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]["Conv_0"]
   bound = 1 / np.sqrt(27)  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = 3*3*3

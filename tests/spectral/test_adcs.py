@@ -53,10 +53,14 @@ def test_official_variant_is_bit_for_bit_the_authors_computation(real_images):
   x, y = real_images
   want, energy = _official_numpy(np.transpose(x, (0, 3, 1, 2)), y, 3)
   mesh = parallel.make_mesh(4)
-  batches = [{"image": x[i:i + 8], "label": y[i:i + 8]} for i in range(0, 32, 8)]
-  batches.append({"image": np.concatenate([x[32:], np.zeros((4,) + x.shape[1:], np.float32)]),
-                  "label": np.concatenate([y[32:], np.zeros(4, int)]),
-                  "valid": np.array([True] * 4 + [False] * 4)})
+  batches = [{"image": x[i : i + 8], "label": y[i : i + 8]} for i in range(0, 32, 8)]
+  batches.append(
+      {
+          "image": np.concatenate([x[32:], np.zeros((4,) + x.shape[1:], np.float32)]),
+          "label": np.concatenate([y[32:], np.zeros(4, int)]),
+          "valid": np.array([True] * 4 + [False] * 4),
+      }
+  )
   sums, counts = adcs.class_amplitude_sums(batches, 3, mesh, "official")
   got = adcs.adcs_from_sums(sums, counts, "official")
   assert got.dtype == np.int32
@@ -74,8 +78,7 @@ def test_paper_variant_is_the_sign_sum_over_other_classes(real_images):
   amp = np.abs(np.fft.fftshift(np.fft.fft2(x.astype(np.float64), axes=(1, 2)), axes=(1, 2)))
   mean = np.stack([amp[y == c].mean(0) for c in range(3)])
   gray = 0.2989 * mean[..., 0] + 0.5870 * mean[..., 1] + 0.1140 * mean[..., 2]
-  want = np.stack([sum(np.sign(gray[c] - gray[j]) for j in range(3) if j != c)
-                   for c in range(3)])
+  want = np.stack([sum(np.sign(gray[c] - gray[j]) for j in range(3) if j != c) for c in range(3)])
   assert np.mean(got == want) > 0.999  # float32 vs float64 may flip exact near-ties only
   assert got.min() >= -2 and got.max() <= 2
   np.testing.assert_array_equal(got.sum(0) % 2, np.zeros_like(got[0]))

@@ -9,9 +9,9 @@ from freqjax.spectral import candidates, masks
 def _official_mask(size, patch, r, c):
   """The authors' test_rank.py mask construction, transcribed."""
   m = np.ones((size, size))
-  m[patch * r:patch * (r + 1), patch * c:patch * (c + 1)] = 0
+  m[patch * r : patch * (r + 1), patch * c : patch * (c + 1)] = 0
   if size // patch - r < size // patch and size // patch - c < size // patch:
-    m[size - patch * r:size - patch * (r - 1), size - patch * c:size - patch * (c - 1)] = 0
+    m[size - patch * r : size - patch * (r - 1), size - patch * c : size - patch * (c - 1)] = 0
   return m
 
 
@@ -20,8 +20,11 @@ def test_official_masks_equal_the_authors_loop(size, patch):
   cs = candidates.official(size, patch)
   keep = 1 - cs.removal_masks().astype(np.float64)
   got = {m.tobytes() for m in keep}
-  want = {_official_mask(size, patch, r, c).tobytes()
-          for r in range(size // patch) for c in range(size // patch // 2 + 1)}
+  want = {
+      _official_mask(size, patch, r, c).tobytes()
+      for r in range(size // patch)
+      for c in range(size // patch // 2 + 1)
+  }
   assert got == want
   assert len(cs) == len(want)  # duplicates (the DC column's r and S - r) evaluated once
 
@@ -42,8 +45,9 @@ def test_official_score_map_writes_in_loop_order():
   np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("size,patch,expected", [(32, 1, 514), (224, 7, 514), (32, 2, 256),
-                                                 (28, 7, 10)])
+@pytest.mark.parametrize(
+    "size,patch,expected", [(32, 1, 514), (224, 7, 514), (32, 2, 256), (28, 7, 10)]
+)
 def test_paired_set_scores_each_pair_once(size, patch, expected):
   cs = candidates.paired(size, patch)
   assert len(cs) == expected

@@ -16,7 +16,8 @@ def _tiny(size, num_classes=3, seed=0):
   # Random BN statistics so the eval-mode network is not trivially symmetric.
   rng = np.random.default_rng(seed)
   variables = jax.tree_util.tree_map(
-      lambda x: x + 0.1 * rng.normal(size=x.shape).astype(x.dtype), variables)
+      lambda x: x + 0.1 * rng.normal(size=x.shape).astype(x.dtype), variables
+  )
   apply_fn = lambda v, x: model.apply(v, x, train=False)
   return apply_fn, variables
 
@@ -26,17 +27,28 @@ def _sample(cs, n, seed=0):
   rng = np.random.default_rng(seed)
   if n >= len(cs):
     return np.arange(len(cs))
-  special = [k for k, r in enumerate(cs.rects)
-             if r[0] == 0 or r[1] == 0 or r[1] == cs.size // 2 or r[4] == 0
-             or (r[0], r[1]) == (r[2], r[3])][: n // 2]
+  special = [
+      k
+      for k, r in enumerate(cs.rects)
+      if r[0] == 0 or r[1] == 0 or r[1] == cs.size // 2 or r[4] == 0 or (r[0], r[1]) == (r[2], r[3])
+  ][: n // 2]
   rest = rng.choice(len(cs), size=n - len(special), replace=False)
   return np.unique(np.concatenate([special, rest]).astype(int))
 
 
-@pytest.mark.parametrize("size,patch,mode", [(32, 1, "paired"), (32, 2, "paired"),
-                                             (28, 7, "paired"), (32, 1, "official"),
-                                             (224, 1, "paired"), (224, 2, "paired"),
-                                             (224, 7, "paired"), (224, 7, "official")])
+@pytest.mark.parametrize(
+    "size,patch,mode",
+    [
+        (32, 1, "paired"),
+        (32, 2, "paired"),
+        (28, 7, "paired"),
+        (32, 1, "official"),
+        (224, 1, "paired"),
+        (224, 2, "paired"),
+        (224, 7, "paired"),
+        (224, 7, "official"),
+    ],
+)
 def test_engine_equals_naive_loop(size, patch, mode):
   apply_fn, variables = _tiny(size)
   n_img = 4 if size > 64 else 6
@@ -117,8 +129,9 @@ def test_nan_score_names_class_and_candidate():
 
 def test_image_size_mismatch_states_both_sizes():
   apply_fn, variables = _tiny(32)
-  engine = dfm.Engine(apply_fn, variables, parallel.make_mesh(4), candidates.paired(16, 1),
-                      progress=False)
+  engine = dfm.Engine(
+      apply_fn, variables, parallel.make_mesh(4), candidates.paired(16, 1), progress=False
+  )
   with pytest.raises(ValueError, match=r"16×16.*32×32"):
     engine.rank(np.zeros((2, 32, 32, 3), np.float32), np.array([0, 0]), [0])
 
@@ -130,17 +143,26 @@ def test_greedy_parallel_equals_sequential_rule():
   cs = candidates.paired(16, 1)
   order = rng.permutation(len(cs))[:40]
   mesh = parallel.make_mesh(4)
-  par = dfm.greedy_removal(apply_fn, variables, mesh, images, 1, cs, order, tolerance=1,
-                           parallel_steps=8)
-  seq = dfm.greedy_removal(apply_fn, variables, mesh, images, 1, cs, order, tolerance=1,
-                           parallel_steps=1)
+  par = dfm.greedy_removal(
+      apply_fn, variables, mesh, images, 1, cs, order, tolerance=1, parallel_steps=8
+  )
+  seq = dfm.greedy_removal(
+      apply_fn, variables, mesh, images, 1, cs, order, tolerance=1, parallel_steps=1
+  )
   np.testing.assert_array_equal(par["dfm"], seq["dfm"])
   np.testing.assert_array_equal(par["counts"], seq["counts"])
   # Plain NumPy/JAX transcription of the sequential rule.
   from freqjax.spectral import fft
+
   removed = np.zeros((16, 16), bool)
-  count = lambda rem: int((np.asarray(apply_fn(variables, fft.filter_images(
-      images, (~rem).astype(np.float32)))).argmax(-1) == 1).sum())
+  count = lambda rem: int(
+      (
+          np.asarray(
+              apply_fn(variables, fft.filter_images(images, (~rem).astype(np.float32)))
+          ).argmax(-1)
+          == 1
+      ).sum()
+  )
   prev = count(removed)
   for k in order:
     trial = removed | cs.removal_masks([k])[0]

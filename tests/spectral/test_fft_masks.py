@@ -65,11 +65,13 @@ def test_band_masks_partition_the_plane():
   bands = ((0, 4), (4, 8), (8, 12), (12, math.inf))
   total = sum(masks.view_mask(f"keep_b{k}", 32, bands) for k in range(1, 5))
   np.testing.assert_array_equal(total, np.ones((32, 32)))
-  np.testing.assert_array_equal(masks.view_mask("remove_b2", 32, bands),
-                                1 - masks.view_mask("keep_b2", 32, bands))
+  np.testing.assert_array_equal(
+      masks.view_mask("remove_b2", 32, bands), 1 - masks.view_mask("keep_b2", 32, bands)
+  )
   two = masks.view_mask("remove_b1_b3", 32, bands)
-  np.testing.assert_array_equal(two, masks.view_mask("keep_b2", 32, bands)
-                                + masks.view_mask("keep_b4", 32, bands))
+  np.testing.assert_array_equal(
+      two, masks.view_mask("keep_b2", 32, bands) + masks.view_mask("keep_b4", 32, bands)
+  )
   r = masks.radial_distance(32)
   assert masks.view_mask("keep_b1", 32, bands)[16, 16] == 1  # DC is in B1
   assert np.all(masks.view_mask("keep_b3", 32, bands)[(r >= 8) & (r < 12)] == 1)

@@ -27,10 +27,20 @@ def metrics_of(workdir, split="train"):
 
 def cli_args(c, workdir):
   """Command-line overrides that turn the launcher's syn1 config into `c`."""
-  keys = ["data.data_dir", "data.synthetic.train_per_class", "data.synthetic.test_per_class",
-          "model.width_multiplier", "train.batch_size", "train.eval_batch_size", "train.epochs",
-          "train.log_every_steps", "train.progress", "train.prefetch", "dynamics.every_steps",
-          "train.max_steps"]
+  keys = [
+      "data.data_dir",
+      "data.synthetic.train_per_class",
+      "data.synthetic.test_per_class",
+      "model.width_multiplier",
+      "train.batch_size",
+      "train.eval_batch_size",
+      "train.epochs",
+      "train.log_every_steps",
+      "train.progress",
+      "train.prefetch",
+      "dynamics.every_steps",
+      "train.max_steps",
+  ]
   out = [f"--config={REPO}/configs/synthetic.py:syn1", f"--workdir={workdir}"]
   for k in keys:
     node = c

@@ -34,8 +34,13 @@ def trained(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("safety")
   c = tiny_synthetic_config(tmp / "data")
   workdir = tmp / "resnet18"
-  out = subprocess.run([sys.executable, str(REPO / "launch/train.py")] + cli_args(c, workdir),
-                       env=subprocess_env(4), capture_output=True, text=True, timeout=600)
+  out = subprocess.run(
+      [sys.executable, str(REPO / "launch/train.py")] + cli_args(c, workdir),
+      env=subprocess_env(4),
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   return c, workdir
 
@@ -44,12 +49,19 @@ def test_a_conflicting_launch_writes_nothing_and_names_the_way_out(trained, tmp_
   c, workdir = trained
   before = _tree_digest(workdir)
   args = cli_args(c, workdir) + ["--config.model.name=vgg11"]
-  out = subprocess.run([sys.executable, str(REPO / "launch/train.py")] + args,
-                       env=subprocess_env(4), capture_output=True, text=True, timeout=600)
+  out = subprocess.run(
+      [sys.executable, str(REPO / "launch/train.py")] + args,
+      env=subprocess_env(4),
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert out.returncode == 2, out.stderr[-3000:]
   last = out.stderr.strip().splitlines()[-1]
-  assert last.startswith("Error: Workdir") and "model.name: 'resnet18' in the workdir, " \
-      "'vgg11' now" in last, last
+  assert (
+      last.startswith("Error: Workdir")
+      and "model.name: 'resnet18' in the workdir, " "'vgg11' now" in last
+  ), last
   assert "new --workdir" in last and "--move_aside" in last
   assert "Traceback" not in out.stderr
   after = _tree_digest(workdir)
@@ -98,8 +110,10 @@ def test_a_checkpoint_of_another_shape_is_an_error_not_corruption(trained, tmp_p
   other = c.copy_and_resolve_references()
   other.model.width_multiplier = 0.125
   import jax
+
   from freqjax import models, parallel
   from freqjax.training import state as state_lib
+
   model = models.from_config(other.model, 4)
   tx = state_lib.make_optimizer(other.train)
   abstract = jax.eval_shape(lambda k: state_lib.create(model, tx, k, 32), jax.random.key(0))
@@ -114,8 +128,13 @@ def test_a_checkpoint_of_another_shape_is_an_error_not_corruption(trained, tmp_p
 def test_a_second_launch_on_a_busy_workdir_fails_at_once(trained):
   c, workdir = trained
   with workdir_lib.locked(workdir):
-    out = subprocess.run([sys.executable, str(REPO / "launch/train.py")] + cli_args(c, workdir),
-                         env=subprocess_env(1), capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(REPO / "launch/train.py")] + cli_args(c, workdir),
+        env=subprocess_env(1),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
   assert out.returncode == 2, out.stderr[-3000:]
   last = out.stderr.strip().splitlines()[-1]
   assert f"is in use by another launch (PID {os.getpid()} on host" in last, last
@@ -126,9 +145,10 @@ def test_a_second_launch_on_a_busy_workdir_fails_at_once(trained):
 
 def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path):
   c = tiny_synthetic_config(tmp_path / "data", **{"train.lr": 1e6, "train.log_every_steps": 3})
-  with pytest.raises(errors.TrainingDivergedError,
-                     match=r"training loss is nan at step (\d+) \(epoch 0\).*config.train.lr=1e"
-                           r"\+06") as e:
+  with pytest.raises(
+      errors.TrainingDivergedError,
+      match=r"training loss is nan at step (\d+) \(epoch 0\).*config.train.lr=1e" r"\+06",
+  ) as e:
     loop.train_and_evaluate(c, str(tmp_path / "run"))
   step = int(e.value.args[0].split("at step ")[1].split(" ")[0])
   losses = [r["loss"] for r in metrics_of(tmp_path / "run")]
@@ -140,6 +160,7 @@ def test_a_diverging_run_stops_at_the_first_non_finite_loss(tmp_path):
 
 def test_best_checkpoint_ignores_non_finite_validation_losses(tmp_path):
   import jax.numpy as jnp
+
   ckpts = checkpoint.Checkpoints(str(tmp_path / "ck"))
   state = {"w": jnp.zeros(2)}
   for step, loss in ((1, 0.5), (2, float("nan")), (3, 0.7)):
@@ -148,33 +169,58 @@ def test_best_checkpoint_ignores_non_finite_validation_losses(tmp_path):
   ckpts.close()
 
 
-@pytest.mark.parametrize("override,message", [
-    ("--config.train.lr=-1", "config.train.lr=-1.0 must be a positive"),
-    ("--config.analysis.patch_size=0", "patch_size=0 must be a divisor of the image size 32: "
-                                        "one of 1, 2, 4, 8, 16, 32."),
-    ("--config.analysis.thresholds=(0.01,0.1)", "threshold=0.05 (the DFM used by the shortcut "
-                                                 "test) is not in"),
-])
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("--config.train.lr=-1", "config.train.lr=-1.0 must be a positive"),
+        (
+            "--config.analysis.patch_size=0",
+            "patch_size=0 must be a divisor of the image size 32: " "one of 1, 2, 4, 8, 16, 32.",
+        ),
+        (
+            "--config.analysis.thresholds=(0.01,0.1)",
+            "threshold=0.05 (the DFM used by the shortcut " "test) is not in",
+        ),
+    ],
+)
 def test_config_errors_are_one_line_with_exit_code_2(override, message, tmp_path):
   out = subprocess.run(
-      [sys.executable, str(REPO / "launch/pipeline.py"),
-       f"--config={REPO}/configs/synthetic.py:syn1", f"--workdir={tmp_path / 'run'}", override],
-      capture_output=True, text=True, timeout=300, env=subprocess_env(1))
+      [
+          sys.executable,
+          str(REPO / "launch/pipeline.py"),
+          f"--config={REPO}/configs/synthetic.py:syn1",
+          f"--workdir={tmp_path / 'run'}",
+          override,
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env=subprocess_env(1),
+  )
   assert out.returncode == 2, out.stderr[-3000:]
   assert out.stderr.strip().splitlines()[-1].startswith("Error: config.")
   assert message in out.stderr and "Traceback" not in out.stderr
   assert not (tmp_path / "run").exists()  # rejected before any work started
   shown = subprocess.run(
-      [sys.executable, str(REPO / "launch/pipeline.py"),
-       f"--config={REPO}/configs/synthetic.py:syn1", f"--workdir={tmp_path / 'run'}", override],
-      capture_output=True, text=True, timeout=300,
-      env=dict(subprocess_env(1), FREQJAX_TRACEBACK="1"))
+      [
+          sys.executable,
+          str(REPO / "launch/pipeline.py"),
+          f"--config={REPO}/configs/synthetic.py:syn1",
+          f"--workdir={tmp_path / 'run'}",
+          override,
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env=dict(subprocess_env(1), FREQJAX_TRACEBACK="1"),
+  )
   assert shown.returncode == 2 and "Traceback" in shown.stderr
   assert shown.stderr.strip().splitlines()[-1].startswith("Error: config.")
 
 
 def test_no_nan_checkpoint_is_ever_saved_even_from_validation(tmp_path, monkeypatch):
   from freqjax.evaluation import inference
+
   real = inference.evaluate
 
   def nan_validation(*args, **kwargs):

@@ -60,6 +60,7 @@ def test_each_step_is_the_same_computation_on_one_and_four_devices(tmp_path):
   they do in BatchNorm nets after a few steps): loss, BN statistics and parameters agree."""
   from freqjax import models, parallel
   from freqjax.data import datasets
+
   c = tiny_synthetic_config(tmp_path / "data")
   x, y = datasets.prepare(c.data).arrays("train")
   model = models.from_config(c.model, 4)
@@ -69,17 +70,23 @@ def test_each_step_is_the_same_computation_on_one_and_four_devices(tmp_path):
   state = loop.init_state(c, model, meshes[1], tx)
   rng = jax.random.key(7)
   for i in range(5):
-    batch = {"image": x[8 * i:8 * i + 8], "label": y[8 * i:8 * i + 8], "valid": np.ones(8, bool)}
+    batch = {
+        "image": x[8 * i : 8 * i + 8],
+        "label": y[8 * i : 8 * i + 8],
+        "valid": np.ones(8, bool),
+    }
     out = {}
     for n, mesh in meshes.items():
       # A copy: the step donates its input, and NumPy views of CPU buffers would alias it.
-      st = jax.device_put(jax.tree_util.tree_map(lambda a: np.array(a, copy=True), state),
-                          parallel.replicated(mesh))
+      st = jax.device_put(
+          jax.tree_util.tree_map(lambda a: np.array(a, copy=True), state), parallel.replicated(mesh)
+      )
       out[n] = steps[n](st, parallel.shard_batch(mesh, batch), rng)
     (s1, m1), (s4, m4) = out[1], out[4]
     np.testing.assert_allclose(float(m1["loss"]), float(m4["loss"]), rtol=1e-6)
-    chex.assert_trees_all_close((s1.params, s1.batch_stats), (s4.params, s4.batch_stats),
-                                rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(
+        (s1.params, s1.batch_stats), (s4.params, s4.batch_stats), rtol=1e-4, atol=1e-5
+    )
     state = s1
 
 
@@ -101,6 +108,7 @@ def test_logs_checkpoints_and_results(reference_run):
   train, val = metrics_of(workdir), metrics_of(workdir, "val")
   assert [r["step"] for r in train] == list(range(1, 55)) and len(val) == 3
   from tensorboard.backend.event_processing import event_accumulator
+
   acc = event_accumulator.EventAccumulator(str(workdir / "tensorboard"))
   acc.Reload()
   assert {"train/loss", "val/loss", "val/accuracy", "test/accuracy"} <= set(acc.Tags()["scalars"])
@@ -113,7 +121,9 @@ def test_kill_and_resume_equals_uninterrupted(reference_run, tmp_path):
   c, ref_dir, _ = reference_run
   workdir = tmp_path / "killed"
   cmd = [sys.executable, str(REPO / "launch/train.py")] + cli_args(c, workdir)
-  proc = subprocess.Popen(cmd, env=subprocess_env(4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  proc = subprocess.Popen(
+      cmd, env=subprocess_env(4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+  )
   ck = workdir / "checkpoints"
   deadline = time.time() + 300
   while time.time() < deadline and proc.poll() is None:
@@ -135,12 +145,14 @@ def test_kill_and_resume_equals_uninterrupted(reference_run, tmp_path):
   chex.assert_trees_all_equal(got, want)
   # The resumed logs equal the uninterrupted run's: no duplicated or missing steps.
   assert [r["step"] for r in metrics_of(workdir)] == list(range(1, 55))
-  np.testing.assert_allclose([r["loss"] for r in metrics_of(workdir)],
-                             [r["loss"] for r in metrics_of(ref_dir)], rtol=1e-6)
+  np.testing.assert_allclose(
+      [r["loss"] for r in metrics_of(workdir)], [r["loss"] for r in metrics_of(ref_dir)], rtol=1e-6
+  )
 
 
 def test_corrupt_latest_checkpoint_is_skipped(reference_run, tmp_path, caplog):
   import shutil
+
   c, ref_dir, _ = reference_run
   workdir = tmp_path / "corrupt"
   shutil.copytree(ref_dir, workdir)
@@ -169,4 +181,3 @@ def test_unknown_model_in_config_lists_known_models(tmp_path):
   c = tiny_synthetic_config(tmp_path / "data", **{"model.name": "resnet-18"})
   with pytest.raises(ValueError, match=r"Unknown model 'resnet-18'.*Known models:.*resnet18"):
     loop.train_and_evaluate(c, str(tmp_path / "run"))
-

@@ -8,6 +8,7 @@ from tests.training.helpers import metrics_of
 
 def test_tiny_imagenet10_trains_a_narrow_resnet_for_a_few_steps(shared_data, tmp_path):
   from tests.conftest import load_config
+
   c = load_config("configs/tiny_imagenet10.py")
   c.data.data_dir = str(tmp_path / "data")
   c.model.width_multiplier = 1 / 16
@@ -24,7 +25,9 @@ def test_imagenet10_config_trains_on_a_folder_in_its_layout(shared_data, tmp_pat
   """ImageNet-10's path (WNID folders, class order, 256→224-style storage, RandomResizedCrop,
   AugMix) on a folder built from the real samples, at a small size to stay quick."""
   import shutil
+
   from tests.conftest import load_config
+
   root = tmp_path / "imagenet10"
   for wnid_dir in sorted((shared_data / "imagenet10-samples").iterdir()):
     img = next(wnid_dir.iterdir())
@@ -42,7 +45,7 @@ def test_imagenet10_config_trains_on_a_folder_in_its_layout(shared_data, tmp_pat
   assert results["steps"] == 2 and results["class_names"][0] == "airliner"
   assert sum(map(sum, results["test_confusion"])) == 10
   from freqjax.data import datasets
+
   ds = datasets.prepare(c.data)
   assert ds.arrays("train")[0].shape[1:] == (56, 56, 3)
   assert ds.arrays("test")[0].shape[1:] == (48, 48, 3)
-
