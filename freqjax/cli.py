@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 import traceback
 
@@ -119,12 +120,13 @@ def user_message(e: BaseException) -> str | None:
     seen.add(id(e))
     if isinstance(e, errors.UserError):
       return str(e)
-    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-      where = f" while writing {e.filename}" if e.filename else ""
+    full = _disk_full(e)
+    if full is not None:
+      where = f" while writing {full}" if full else ""
       return (
-          f"No space left on the device{where} ({e.strerror}). Free some space (or use a "
-          "--workdir on another disk) and rerun the same command: finished work is kept "
-          "and the launch resumes where it stopped."
+          f"No space left on the device{where}. Free some space (or use a --workdir on "
+          "another disk) and rerun the same command: finished work is kept and the launch "
+          "resumes where it stopped."
       )
     if isinstance(e, KeyboardInterrupt):
       return (
@@ -132,6 +134,18 @@ def user_message(e: BaseException) -> str | None:
           "ranking chunks are kept."
       )
     e = e.__cause__ or e.__context__
+  return None
+
+
+def _disk_full(e: BaseException) -> str | None:
+  """The path being written when e is a full disk ('' if unknown), else None. Python's
+  OSError says so with its errno; TensorStore (Orbax's writer) only in its message."""
+  if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+    return e.filename or ""
+  text = str(e)
+  if "No space left on device" in text or "os_error_code='28'" in text:
+    m = re.search(r'Failed writing: "([^"]+)"', text) or re.search(r'local file "([^"]+)"', text)
+    return m.group(1) if m else ""
   return None
 
 

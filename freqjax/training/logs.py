@@ -13,18 +13,19 @@ import json
 import math
 import os
 
-from freqjax import artifacts, parallel
+from freqjax import artifacts, parallel, workdir as workdir_lib
 
 
 class MetricWriter:
 
   def __init__(self, workdir: str, resume_step: int | None = None):
+    wd = workdir_lib.Workdir(workdir)
     self.enabled = parallel.is_main_process()
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.path = wd.metrics
     self._tb = None
     if not self.enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
+    os.makedirs(wd.root, exist_ok=True)
     if resume_step is not None:
       self._truncate(resume_step)
     elif os.path.exists(self.path):
@@ -32,7 +33,7 @@ class MetricWriter:
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
     self._tb = SummaryWriter(
-        os.path.join(workdir, "tensorboard"),
+        wd.tensorboard,
         purge_step=None if resume_step is None else resume_step + 1,
     )
 
