@@ -2,8 +2,6 @@
 
 import errno
 
-import pytest
-
 from freqjax import cli, errors
 
 
@@ -63,60 +61,3 @@ def test_a_bug_keeps_its_traceback_and_ends_with_the_error(capsys):
     assert cli.report_failure(e) == 1
   err = capsys.readouterr().err
   assert "Traceback" in err and err.strip().splitlines()[-1] == "Error: KeyError: 'missing'"
-
-
-def test_a_full_disk_during_training_ends_with_one_line_and_resumes(tmp_path):
-  """A real full disk (a 1 MiB tmpfs; skipped where it cannot be mounted), then resuming on a
-  bigger one: the run completes with the uninterrupted run's parameters."""
-  import shutil
-  import subprocess
-  import sys
-
-  import chex
-
-  from tests.conftest import REPO, tiny_synthetic_config
-  from tests.training.helpers import cli_args, params_of, subprocess_env
-
-  mount = tmp_path / "disk"
-  mount.mkdir()
-  ok = subprocess.run(
-      ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
-  )
-  if ok.returncode:
-    pytest.skip(f"cannot mount a tmpfs here ({ok.stderr.decode().strip()})")
-  try:
-    c = tiny_synthetic_config(tmp_path / "data", **{"train.epochs": 3})
-    cmd = [sys.executable, str(REPO / "launch/train.py")]
-    out = subprocess.run(
-        cmd + cli_args(c, mount / "run"),
-        env=subprocess_env(1),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 2, out.stderr[-3000:]
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith("Error: No space left on the device while writing "), last
-    shutil.copytree(mount / "run", tmp_path / "run", ignore_dangling_symlinks=True)
-  finally:
-    subprocess.run(["umount", str(mount)], check=False)
-  resumed = subprocess.run(
-      cmd + cli_args(c, tmp_path / "run"),
-      env=subprocess_env(1),
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
-  assert resumed.returncode == 0, resumed.stderr[-3000:]
-  ref = subprocess.run(
-      cmd + cli_args(c, tmp_path / "ref"),
-      env=subprocess_env(1),
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
-  assert ref.returncode == 0, ref.stderr[-3000:]
-  got, step = params_of(tmp_path / "run")
-  want, ref_step = params_of(tmp_path / "ref")
-  assert step == ref_step
-  chex.assert_trees_all_equal(got, want)

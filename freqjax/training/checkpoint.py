@@ -206,25 +206,12 @@ def structure_diff(stored, abstract_state, limit: int = 3) -> str:
   extra = [k for k in a if k not in b]
   shapes = [f"{k} {a[k]} stored, {b[k]} configured" for k in b if k in a and a[k] != b[k]]
   parts = []
-  if shapes:
-    parts.append(
-        f"{len(shapes)} arrays differ in shape ("
-        + "; ".join(shapes[:limit])
-        + (", ..." if len(shapes) > limit else "")
-        + ")"
-    )
-  if missing:
-    parts.append(
-        f"{len(missing)} configured arrays are not stored ("
-        + ", ".join(missing[:limit])
-        + (", ..." if len(missing) > limit else "")
-        + ")"
-    )
-  if extra:
-    parts.append(
-        f"{len(extra)} stored arrays are not in the configured model ("
-        + ", ".join(extra[:limit])
-        + (", ..." if len(extra) > limit else "")
-        + ")"
-    )
+  for what, items in (
+      ("arrays differ in shape", shapes),
+      ("configured arrays are not stored", missing),
+      ("stored arrays are not in the configured model", extra),
+  ):
+    if items:
+      more = ", ..." if len(items) > limit else ""
+      parts.append(f"{len(items)} {what} (" + "; ".join(items[:limit]) + more + ")")
   return "; ".join(parts)

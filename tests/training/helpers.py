@@ -55,3 +55,22 @@ def subprocess_env(devices):
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["PYTHONPATH"] = str(REPO)
   return env
+
+
+def launch(launcher, args, devices=1, timeout=600, **env):
+  """Runs launch/<launcher>.py with `args` in a subprocess; returns the CompletedProcess."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  return subprocess.run(
+      [sys.executable, str(REPO / "launch" / f"{launcher}.py"), *args],
+      env=dict(subprocess_env(devices), **env),
+      capture_output=True,
+      text=True,
+      timeout=timeout,
+  )
+
+
+def last_line(out) -> str:
+  """The last line a launcher wrote to stderr (where its error goes)."""
+  return out.stderr.strip().splitlines()[-1]

@@ -7,14 +7,14 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 
+import chex
 import pytest
 
 from freqjax import errors, workdir as workdir_lib
 from freqjax.training import checkpoint, loop
 from tests.conftest import REPO, tiny_synthetic_config
-from tests.training.helpers import cli_args, metrics_of, subprocess_env
+from tests.training.helpers import cli_args, last_line, launch, metrics_of, params_of
 
 
 def _tree_digest(root) -> dict:
@@ -34,13 +34,7 @@ def trained(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("safety")
   c = tiny_synthetic_config(tmp / "data")
   workdir = tmp / "resnet18"
-  out = subprocess.run(
-      [sys.executable, str(REPO / "launch/train.py")] + cli_args(c, workdir),
-      env=subprocess_env(4),
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
+  out = launch("train", cli_args(c, workdir), devices=4)
   assert out.returncode == 0, out.stderr[-3000:]
   return c, workdir
 
@@ -48,20 +42,11 @@ def trained(tmp_path_factory):
 def test_a_conflicting_launch_writes_nothing_and_names_the_way_out(trained, tmp_path):
   c, workdir = trained
   before = _tree_digest(workdir)
-  args = cli_args(c, workdir) + ["--config.model.name=vgg11"]
-  out = subprocess.run(
-      [sys.executable, str(REPO / "launch/train.py")] + args,
-      env=subprocess_env(4),
-      capture_output=True,
-      text=True,
-      timeout=600,
-  )
+  out = launch("train", cli_args(c, workdir) + ["--config.model.name=vgg11"], devices=4)
   assert out.returncode == 2, out.stderr[-3000:]
-  last = out.stderr.strip().splitlines()[-1]
-  assert (
-      last.startswith("Error: Workdir")
-      and "model.name: 'resnet18' in the workdir, " "'vgg11' now" in last
-  ), last
+  last = last_line(out)
+  assert last.startswith("Error: Workdir"), last
+  assert "model.name: 'resnet18' in the workdir, 'vgg11' now" in last
   assert "new --workdir" in last and "--move_aside" in last
   assert "Traceback" not in out.stderr
   after = _tree_digest(workdir)
@@ -125,18 +110,38 @@ def test_a_checkpoint_of_another_shape_is_an_error_not_corruption(trained, tmp_p
   assert not (copy / "checkpoints_corrupt").exists()
 
 
+def test_a_full_disk_ends_with_one_line_and_the_run_resumes_bit_identical(trained, tmp_path):
+  """A real full disk (a 1 MiB tmpfs; skipped where none can be mounted) during training, then
+  the same command on a disk with room: the parameters equal the uninterrupted run's."""
+  c, ref = trained
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  ok = subprocess.run(
+      ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+  )
+  if ok.returncode:
+    pytest.skip(f"cannot mount a tmpfs here ({ok.stderr.strip()})")
+  try:
+    out = launch("train", cli_args(c, mount / "run"), devices=4)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert last_line(out).startswith("Error: No space left on the device while writing ")
+    shutil.copytree(mount / "run", tmp_path / "run")
+  finally:
+    subprocess.run(["umount", str(mount)], check=False)
+  resumed = launch("train", cli_args(c, tmp_path / "run"), devices=4)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  got, step = params_of(tmp_path / "run")
+  want, ref_step = params_of(ref)
+  assert step == ref_step
+  chex.assert_trees_all_equal(got, want)
+
+
 def test_a_second_launch_on_a_busy_workdir_fails_at_once(trained):
   c, workdir = trained
   with workdir_lib.locked(workdir):
-    out = subprocess.run(
-        [sys.executable, str(REPO / "launch/train.py")] + cli_args(c, workdir),
-        env=subprocess_env(1),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    out = launch("train", cli_args(c, workdir))
   assert out.returncode == 2, out.stderr[-3000:]
-  last = out.stderr.strip().splitlines()[-1]
+  last = last_line(out)
   assert f"is in use by another launch (PID {os.getpid()} on host" in last, last
   # Within one process the lock is re-entrant (the pipeline's stages each take it).
   with workdir_lib.locked(workdir), workdir_lib.locked(workdir):
@@ -179,43 +184,20 @@ def test_best_checkpoint_ignores_non_finite_validation_losses(tmp_path):
         ),
         (
             "--config.analysis.thresholds=(0.01,0.1)",
-            "threshold=0.05 (the DFM used by the shortcut " "test) is not in",
+            "threshold=0.05 (the DFM used by the shortcut test) is not in",
         ),
     ],
 )
 def test_config_errors_are_one_line_with_exit_code_2(override, message, tmp_path):
-  out = subprocess.run(
-      [
-          sys.executable,
-          str(REPO / "launch/pipeline.py"),
-          f"--config={REPO}/configs/synthetic.py:syn1",
-          f"--workdir={tmp_path / 'run'}",
-          override,
-      ],
-      capture_output=True,
-      text=True,
-      timeout=300,
-      env=subprocess_env(1),
-  )
+  args = [f"--config={REPO}/configs/synthetic.py:syn1", f"--workdir={tmp_path / 'run'}", override]
+  out = launch("pipeline", args)
   assert out.returncode == 2, out.stderr[-3000:]
-  assert out.stderr.strip().splitlines()[-1].startswith("Error: config.")
+  assert last_line(out).startswith("Error: config.")
   assert message in out.stderr and "Traceback" not in out.stderr
   assert not (tmp_path / "run").exists()  # rejected before any work started
-  shown = subprocess.run(
-      [
-          sys.executable,
-          str(REPO / "launch/pipeline.py"),
-          f"--config={REPO}/configs/synthetic.py:syn1",
-          f"--workdir={tmp_path / 'run'}",
-          override,
-      ],
-      capture_output=True,
-      text=True,
-      timeout=300,
-      env=dict(subprocess_env(1), FREQJAX_TRACEBACK="1"),
-  )
+  shown = launch("pipeline", args, FREQJAX_TRACEBACK="1")
   assert shown.returncode == 2 and "Traceback" in shown.stderr
-  assert shown.stderr.strip().splitlines()[-1].startswith("Error: config.")
+  assert last_line(shown).startswith("Error: config.")
 
 
 def test_no_nan_checkpoint_is_ever_saved_even_from_validation(tmp_path, monkeypatch):
