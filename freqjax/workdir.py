@@ -130,16 +130,17 @@ class Workdir:
     Called before anything is written. With `move_aside`, a conflicting run is renamed to
     `<workdir>.moved-<time>` (never deleted) and a fresh workdir takes its place.
     """
+    # Every process reads the same state: none reads after process 0 has written.
+    parallel.sync("freqjax_claim_read")
     recorded = self.recorded_identity()
-    if recorded is not None:
-      diff = identity_diff(recorded, identity)
-      if diff:
-        if not move_aside:
-          raise errors.WorkdirError(conflict_message(self.root, diff))
-        self._move_aside()
-      elif os.path.exists(self.run_file):
-        return
-    if parallel.is_main_process():
+    diff = identity_diff(recorded, identity) if recorded is not None else []
+    parallel.sync("freqjax_claim_decided")
+    if diff and not move_aside:
+      raise errors.WorkdirError(conflict_message(self.root, diff))
+    if diff:
+      self._move_aside()
+    fresh = diff or recorded is None or not os.path.exists(self.run_file)
+    if fresh and parallel.is_main_process():
       artifacts.write_json(self.run_file, identity)
     parallel.sync("freqjax_claim_workdir")
 
