@@ -198,6 +198,24 @@ def divisors(n: int) -> list[int]:
   return [k for k in range(1, int(n) + 1) if n % k == 0]
 
 
+UNLISTED_POLICIES = ("warn", "error")
+
+
+def check_folder_options(data_config) -> dict:
+  """`data.min_source_size` and `data.unlisted_classes`, checked, as FolderBuilder kwargs."""
+  min_size, policy = data_config.min_source_size, data_config.unlisted_classes
+  if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
+    raise errors.ConfigError(
+        f"config.data.min_source_size must be an integer >= 0 (0 = no check), got {min_size!r}."
+    )
+  if policy not in UNLISTED_POLICIES:
+    raise errors.ConfigError(
+        f"config.data.unlisted_classes must be one of {', '.join(UNLISTED_POLICIES)}, "
+        f"got {policy!r}."
+    )
+  return {"min_source_size": min_size, "unlisted_classes": policy}
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every value that would otherwise fail late (or train silently wrong), before any
   work starts; raises ConfigError with a message that says how to fix it."""
@@ -218,8 +236,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.data.class_folders lists {len(d.class_folders)} folders for "
         f"{d.num_classes} classes; give one folder per class, in class-index order."
     )
-  if d.unlisted_classes not in ("warn", "error"):
-    fail(f"config.data.unlisted_classes={d.unlisted_classes!r}; use 'warn' or 'error'.")
+  check_folder_options(d)
   if not int(d.image_size) >= 1:
     fail(f"config.data.image_size={d.image_size} must be a positive number of pixels.")
   if not 0.0 <= float(d.val_fraction) < 1.0:

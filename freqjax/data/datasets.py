@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from freqjax import config as config_lib, errors
-from freqjax.data import builders, folder, synthetic
+from freqjax.data import builders, synthetic
 
 tfds.disable_progress_bar()
 
@@ -143,24 +143,9 @@ def make_builder(data_config):
         d.class_folders or d.class_names,
         d.class_names,
         data_dir(d),
-        **_folder_checks(d),
+        **config_lib.check_folder_options(d),
     )
   raise errors.ConfigError(f"Unknown data.kind {d.kind!r}; use 'synthetic' or 'folder'.")
-
-
-def _folder_checks(data_config) -> dict:
-  """`data.min_source_size` and `data.unlisted_classes`, validated, as builder kwargs."""
-  min_size, policy = data_config.min_source_size, data_config.unlisted_classes
-  if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
-    raise errors.ConfigError(
-        f"config.data.min_source_size must be an integer >= 0 (0 = no check), got {min_size!r}."
-    )
-  if policy not in folder.UNLISTED_POLICIES:
-    raise errors.ConfigError(
-        f"config.data.unlisted_classes must be one of "
-        f"{', '.join(folder.UNLISTED_POLICIES)}, got {policy!r}."
-    )
-  return {"min_source_size": min_size, "unlisted_classes": policy}
 
 
 def folder_builder(
@@ -238,7 +223,7 @@ def prepare_ood(data_config, root: str, split: str, label: str | None = None) ->
       data_config.class_folders or data_config.class_names,
       data_config.class_names,
       data_dir(data_config),
-      **_folder_checks(data_config),
+      **config_lib.check_folder_options(data_config),
   )
   return _prepare(b, data_config.in_memory_mb)
 

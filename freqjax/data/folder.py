@@ -26,7 +26,6 @@ from freqjax import errors
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 LAYOUT = "<root>/<split>/<class folder>/<image>"
-UNLISTED_POLICIES = ("warn", "error")
 
 
 class FolderDatasetError(errors.DatasetError):
@@ -171,13 +170,9 @@ def _listing(names: Sequence[str], limit: int = 10) -> str:
 
 
 def check_unlisted(scans: Mapping[str, SplitScan], policy: str = "warn") -> None:
-  """Warns about (policy 'warn') or rejects (policy 'error') class folders that no
-  configured class matches, in any split of `scans` (split name -> `SplitScan`)."""
-  if policy not in UNLISTED_POLICIES:
-    raise errors.ConfigError(
-        f"config.data.unlisted_classes must be one of {', '.join(UNLISTED_POLICIES)}, "
-        f"got {policy!r}."
-    )
+  """Warns about (policy 'warn') or rejects (policy 'error'; checked by
+  config.check_folder_options) class folders that no configured class matches, in any split
+  of `scans` (split name -> `SplitScan`)."""
   found = {k: s for k, s in scans.items() if s.unlisted_folders}
   if not found:
     return

@@ -238,7 +238,8 @@ def _train(config, wd: workdir_lib.Workdir, move_aside: bool) -> dict:
       for ev in evaluators:
         if ev.due(step):
           ev(state.variables, step, writer)
-    guard.check(jax.device_get(pending), step - len(pending) + 1, epoch)
+    pending = jax.device_get(pending)  # host values from here on: fetched once, not again
+    guard.check(pending, step - len(pending) + 1, epoch)
     val = inference.evaluate(eval_step, state.variables, val_loader, mesh)
     guard.check([{"loss": val["loss"]}], step, epoch, what="validation loss")
     complete = b_in_epoch == steps_per_epoch
