@@ -58,7 +58,16 @@ class ArtifactError(errors.UserError, ValueError):
 
 
 def _umask() -> int:
-  mask = os.umask(0)
+  """The process umask, read without changing it where the OS tells (Linux /proc): setting
+  it to read it back would, for an instant, give files other threads create mode 0666."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o077)  # elsewhere: briefly the strictest mask, never a looser one
   os.umask(mask)
   return mask
 
