@@ -11,7 +11,8 @@ Layout:
     config.json           the exact config of the latest launch
     checkpoints/<step>/   Orbax checkpoints; checkpoints_corrupt/ holds unreadable ones
     metrics.jsonl, tensorboard/, train_results.json
-    analysis/<kind>.npz   artifacts (analysis/dfm_partial/ while a DFM ranking runs)
+    analysis/<kind>.npz   artifacts (analysis/dfm_partial/<fingerprint>/ while a DFM
+                          ranking runs)
     figures/*.png, report.md, summary.json
     .lock                 the PID and host of the launch that holds the workdir
 """

@@ -3,6 +3,7 @@ analysis notebook executed top to bottom against the workdir this test produces.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -128,9 +129,15 @@ def test_a_damaged_dfm_is_rebuilt_from_intact_scores_without_reranking(run, monk
   from freqjax.spectral import dfm as dfm_lib
 
   monkeypatch.setattr(dfm_lib.Engine, "rank", lambda *a, **k: pytest.fail("re-ranked"))
+  # A ranking with other settings, interrupted: its partial chunks are not this stage's.
+  other = workdir / "analysis" / "dfm_partial" / "0123456789abcdef"
+  other.mkdir(parents=True)
+  (other / "class0000_chunk000000.npy").write_bytes(b"kept")
   dfm_stage.run(c, str(workdir))
   np.testing.assert_array_equal(artifacts.load(str(dfm_path), "dfm")["dfm"], want)
   assert os.path.getmtime(scores_path) == scores_mtime
+  assert (other / "class0000_chunk000000.npy").read_bytes() == b"kept"
+  shutil.rmtree(workdir / "analysis" / "dfm_partial")
   # New thresholds are DFMs of the same scores, too: no ranking.
   c2 = c.copy_and_resolve_references()
   c2.analysis.thresholds = (0.05, 0.3)

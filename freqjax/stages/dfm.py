@@ -3,11 +3,13 @@ fraction per threshold (analysis/dfm.npz), optionally DFM-X's greedy DFMs (greed
 
 The scores' fingerprint covers the checkpoint, data and candidates; the DFMs' adds the
 thresholds. So a missing or damaged dfm.npz, or new thresholds, are rebuilt from an intact
-scores.npz without re-ranking; a killed ranking resumes from analysis/dfm_partial/.
+scores.npz without re-ranking; a killed ranking resumes from analysis/dfm_partial/<its
+fingerprint>/ (rankings with other settings keep their own folders).
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -54,6 +56,9 @@ def run_scores(config, ctx: context.Context) -> artifacts.Artifact:
   a = config.analysis
   cands = candidates(config)
   fp = ctx.fingerprint("scores", cands.describe())
+  # One folder per ranking: a ranking with other settings (say another checkpoint) never
+  # touches this one's partial chunks, and finishing removes only its own.
+  store = dfm_lib.ChunkStore(os.path.join(ctx.wd.dfm_partial, fp), {"fingerprint": fp})
 
   def compute():
     engine = dfm_lib.Engine(
@@ -64,7 +69,6 @@ def run_scores(config, ctx: context.Context) -> artifacts.Artifact:
         memory_budget_mb=a.memory_budget_mb,
         progress=config.train.progress,
     )
-    store = dfm_lib.ChunkStore(ctx.wd.dfm_partial, {"fingerprint": fp})
     t0 = time.time()
     raw = engine.rank(
         ctx.images,
@@ -89,7 +93,10 @@ def run_scores(config, ctx: context.Context) -> artifacts.Artifact:
     )
 
   art = context.cached(ctx.wd.artifact("scores"), "scores", fp, compute)
-  dfm_lib.ChunkStore(ctx.wd.dfm_partial, {}).discard()  # the partials are in scores.npz now
+  store.discard()  # its chunks are in scores.npz now
+  if parallel.is_main_process() and os.path.isdir(ctx.wd.dfm_partial):
+    if not os.listdir(ctx.wd.dfm_partial):
+      os.rmdir(ctx.wd.dfm_partial)
   return art
 
 
