@@ -93,7 +93,9 @@ def run(main) -> None:
     except BaseException as e:  # pylint: disable=broad-except
       if isinstance(e, SystemExit):
         raise
-      code = report_failure(e, show_traceback=FLAGS.traceback or _env_traceback())
+      code = report_failure(
+          e, show_traceback=FLAGS.traceback or _env_traceback(), file=_take_stderr()
+      )
     # Exit now: Orbax's and asyncio's threads would otherwise log pages of shutdown noise
     # after the real error (and a clean run has nothing left to do).
     sys.stdout.flush()
@@ -107,6 +109,21 @@ def run(main) -> None:
     print(f"Error: {e}", file=sys.stderr)
     sys.exit(USER_ERROR_EXIT_CODE)
   app.run(wrapped)
+
+
+def _take_stderr():
+  """A file on the console's stderr for the failure message; from now on every other writer
+  (Orbax's threads failing on a full disk, asyncio's shutdown, C++ logs) writes to /dev/null,
+  so nothing can follow the message or break into its line. It starts on a new line: another
+  thread may have left half a line on the console before this point."""
+  console = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  os.close(devnull)
+  sys.stderr = open(os.devnull, "w")  # pylint: disable=consider-using-with
+  out = os.fdopen(console, "w")
+  out.write("\n")
+  return out
 
 
 def _env_traceback() -> bool:
@@ -149,18 +166,20 @@ def _disk_full(e: BaseException) -> str | None:
   return None
 
 
-def report_failure(e: BaseException, show_traceback: bool = False) -> int:
-  """Prints a failure for a user; returns the exit code (2 for user errors, 1 otherwise)."""
+def report_failure(e: BaseException, show_traceback: bool = False, file=None) -> int:
+  """Prints a failure for a user to `file` (default stderr); returns the exit code (2 for
+  user errors, 130 for Ctrl-C, 1 otherwise)."""
+  file = file or sys.stderr
   msg = user_message(e)
   if isinstance(e, KeyboardInterrupt):
-    print(f"\n{msg}", file=sys.stderr)
+    print(f"\n{msg}", file=file, flush=True)
     return 130
   if msg is None or show_traceback:
-    traceback.print_exception(e)
+    traceback.print_exception(e, file=file)
   if msg is None:
-    print(f"Error: {type(e).__name__}: {e}", file=sys.stderr)
+    print(f"Error: {type(e).__name__}: {e}", file=file, flush=True)
     return 1
-  print(f"Error: {msg}", file=sys.stderr)
+  print(f"Error: {msg}", file=file, flush=True)
   return USER_ERROR_EXIT_CODE
 
 
