@@ -18,6 +18,7 @@ chunking is recorded in the store's manifest, ends with identical scores.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -108,7 +109,7 @@ class ChunkStore:
       a = np.load(p, allow_pickle=False)
     except Exception:  # pylint: disable=broad-except
       return None
-    return a if a.shape == (n,) else None
+    return a if a.ndim >= 1 and a.shape[0] == n else None
 
   def save(self, c: int, i: int, scores: np.ndarray) -> None:
     if parallel.is_main_process():
@@ -120,8 +121,61 @@ class ChunkStore:
       shutil.rmtree(self.dir, ignore_errors=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What the engine evaluates for a chunk of candidates on one group of images.
+
+  `fn(variables, rects (K, 5), group) -> (K,)` or `(K, m)` float32: one value (or m) per
+  candidate, summed over the group's images. `group` is a pytree of arrays, the same for
+  every chunk of a group; `abstract(n, image_shape)` gives its shapes for n images (for the
+  memory estimate). The DFM ranking's program is `removal_program`; the Fourier heat map
+  (`freqjax.spectral.heatmap`) adds a basis image instead.
+  """
+
+  fn: Callable
+  abstract: Callable
+  desc: str = "DFM ranking"
+
+
+def removal_program(apply_fn: Callable, size: int, patch: int) -> Program:
+  """The DFM score: summed CE of a class's images with each candidate's frequencies removed.
+  Group: (centred spectra (N, S, S, C) complex64, labels (N,) int32)."""
+
+  def fn(variables, rects, group):
+    # The same computation as vmap over candidates of `_class_loss`, written with the
+    # candidate axis broadcast and folded into the batch: one forward pass of K·N images,
+    # which XLA's CPU convolutions run faster than the vmapped form (measured).
+    spectrum, labels = group
+    keep = cand_lib.keep_masks(rects, size, patch)  # (K, S, S)
+    x = fft.filter_spectrum(spectrum[None], keep[:, None])  # (K, N, S, S, C)
+    k, n = x.shape[:2]
+    logits = apply_fn(variables, x.reshape((k * n,) + x.shape[2:])).astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.tile(labels, k))
+    return ce.reshape(k, n).sum(axis=1)
+
+  def abstract(n, image_shape):
+    return (
+        jax.ShapeDtypeStruct((n,) + tuple(image_shape), jnp.complex64),
+        jax.ShapeDtypeStruct((n,), jnp.int32),
+    )
+
+  return Program(fn, abstract)
+
+
+@dataclasses.dataclass
+class Group:
+  """A group of images the candidates are evaluated on (a class for the DFM ranking).
+  `make()` builds the program's group arrays; it is called only if a chunk is missing."""
+
+  key: int  # names the group's chunks in the store
+  size: int  # number of images
+  make: Callable
+  name: str = ""
+
+
 class Engine:
-  """Ranks candidates for many classes with one compiled, sharded, vmapped program."""
+  """Evaluates a program for every candidate on groups of images: one compiled, sharded
+  program per chunk of candidates (the DFM ranking by default)."""
 
   def __init__(
       self,
@@ -133,6 +187,7 @@ class Engine:
       memory_budget_mb: float = 1024,
       chunk_size: int | None = None,
       progress: bool = True,
+      program: Program | None = None,
   ):
     self.apply_fn, self.mesh, self.cands = apply_fn, mesh, cands
     self.variables = parallel.replicate(mesh, variables)
@@ -140,21 +195,10 @@ class Engine:
     self.fixed_chunk = chunk_size
     self.progress = progress and parallel.is_main_process()
     self.devices = int(mesh.devices.size)
+    self.program = program or removal_program(apply_fn, cands.size, cands.patch)
+    self.last_rate = None
     repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-    size, patch = cands.size, cands.patch
-
-    def chunk_losses(variables, rects, spectrum, labels):
-      # The same computation as vmap over candidates of `_class_loss`, written with the
-      # candidate axis broadcast and folded into the batch: one forward pass of K·N images,
-      # which XLA's CPU convolutions run faster than the vmapped form (measured).
-      keep = cand_lib.keep_masks(rects, size, patch)  # (K, S, S)
-      x = fft.filter_spectrum(spectrum[None], keep[:, None])  # (K, N, S, S, C)
-      k, n = x.shape[:2]
-      logits = apply_fn(variables, x.reshape((k * n,) + x.shape[2:])).astype(jnp.float32)
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.tile(labels, k))
-      return ce.reshape(k, n).sum(axis=1)
-
-    self._chunk = jax.jit(chunk_losses, in_shardings=(repl, data, repl, repl), out_shardings=data)
+    self._chunk = jax.jit(self.program.fn, in_shardings=(repl, data, repl), out_shardings=data)
     self._spectrum = jax.jit(fft.centred_spectrum, out_shardings=repl)
 
   def chunk_size(self, num_images: int, image_shape) -> int:
@@ -172,13 +216,15 @@ class Engine:
 
   def _bytes_per_candidate(self, n, image_shape) -> float:
     d = self.devices
+    repl = parallel.replicated(self.mesh)
+    group = jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=repl),
+        self.program.abstract(n, image_shape),
+    )
     args = (
         self.variables,
         jax.ShapeDtypeStruct((d, 5), jnp.int32, sharding=parallel.batch_sharding(self.mesh)),
-        jax.ShapeDtypeStruct(
-            (n,) + tuple(image_shape), jnp.complex64, sharding=parallel.replicated(self.mesh)
-        ),
-        jax.ShapeDtypeStruct((n,), jnp.int32, sharding=parallel.replicated(self.mesh)),
+        group,
     )
     try:
       stats = self._chunk.lower(*args).compile().memory_analysis()
@@ -204,54 +250,73 @@ class Engine:
     `cands` (same size and patch) overrides the engine's candidates for this call.
     """
     cands = self.cands if cands is None else cands
-    if (cands.size, cands.patch) != (self.cands.size, self.cands.patch):
-      raise ValueError("Candidates for one engine must share its image and patch size.")
     _check_images(images, cands)
     labels = np.asarray(labels)
-    class_indices = list(class_indices)
-    per_class = {c: np.nonzero(labels == c)[0] for c in class_indices}
-    for c, idx in per_class.items():
+    groups = []
+    for c in class_indices:
+      idx = np.nonzero(labels == c)[0]
       if idx.size == 0:
         raise ValueError(f"Class {c} has no images in the ranking split.")
+
+      def make(idx=idx, c=c):
+        spectrum = self._spectrum(jnp.asarray(images[idx], jnp.float32))
+        return spectrum, parallel.replicate(self.mesh, np.full(idx.size, c, np.int32))
+
+      name = class_names[c] if class_names is not None else c
+      groups.append(Group(int(c), int(idx.size), make, f"class {name!r}"))
+    return self.evaluate(groups, images.shape[1:], store=store, cands=cands)
+
+  def evaluate(
+      self,
+      groups: list[Group],
+      image_shape,
+      *,
+      store: ChunkStore | None = None,
+      cands: cand_lib.CandidateSet | None = None,
+  ) -> np.ndarray:
+    """The program's values for every group and candidate: (G, K) or (G, K, m)."""
+    cands = self.cands if cands is None else cands
+    if (cands.size, cands.patch) != (self.cands.size, self.cands.patch):
+      raise ValueError("Candidates for one engine must share its image and patch size.")
     k_total = len(cands)
-    largest = max(idx.size for idx in per_class.values())
-    chunk = self._cap(self.chunk_size(largest, images.shape[1:]), k_total)
+    largest = max(g.size for g in groups)
+    chunk = self._cap(self.chunk_size(largest, image_shape), k_total)
     if store is not None:
       chunk = store.open(chunk)
     n_chunks = -(-k_total // chunk)
     padded = np.concatenate(
         [cands.rects, np.repeat(cands.rects[:1], n_chunks * chunk - k_total, 0)]
     )
-    total_work = sum(idx.size for idx in per_class.values()) * k_total
+    total_work = sum(g.size for g in groups) * k_total
     bar = parallel.progress(
         total=total_work,
         unit="cand-img",
         unit_scale=True,
         disable=not self.progress,
-        desc=f"DFM ranking ({k_total} candidates)",
+        desc=f"{self.program.desc} ({k_total} candidates)",
     )
-    out = np.empty((len(class_indices), k_total), np.float32)
+    out = None
     t0, done_work = time.time(), 0
-    for ci, c in enumerate(class_indices):
-      idx = per_class[c]
-      spectrum = None
+    for gi, g in enumerate(groups):
+      arrays = None
       for i in range(n_chunks):
         lo, hi = i * chunk, min((i + 1) * chunk, k_total)
-        got = store.load(c, i, hi - lo) if store is not None else None
+        got = store.load(g.key, i, hi - lo) if store is not None else None
         if got is None:
-          if spectrum is None:
-            spectrum = self._spectrum(jnp.asarray(images[idx], jnp.float32))
-            y = parallel.replicate(self.mesh, np.full(idx.size, c, np.int32))
+          if arrays is None:
+            arrays = g.make()
           rects = jax.device_put(
               padded[i * chunk : (i + 1) * chunk], parallel.batch_sharding(self.mesh)
           )
-          got = parallel.to_host(self._chunk(self.variables, rects, spectrum, y))[: hi - lo]
-          done_work += (hi - lo) * idx.size
+          got = parallel.to_host(self._chunk(self.variables, rects, arrays))[: hi - lo]
+          done_work += (hi - lo) * g.size
           if store is not None:
-            store.save(c, i, got)
-        _check_finite(got, c, lo, cands, class_names)
-        out[ci, lo:hi] = got
-        bar.update((hi - lo) * idx.size)
+            store.save(g.key, i, got)
+        _check_finite(got, g.name or g.key, lo, cands, self.program.desc)
+        if out is None:
+          out = np.empty((len(groups), k_total) + got.shape[1:], np.float32)
+        out[gi, lo:hi] = got
+        bar.update((hi - lo) * g.size)
         if done_work:
           bar.set_postfix(
               rate=f"{done_work / max(time.time() - t0, 1e-9):.0f} cand-img/s", refresh=False
@@ -270,18 +335,18 @@ def _auto_budget(mesh) -> float:
     return float(2**30)
 
 
-def _check_finite(scores, c, offset, cands, class_names):
-  bad = np.nonzero(~np.isfinite(scores))[0]
+def _check_finite(values, group, offset, cands, desc="DFM ranking"):
+  bad = np.nonzero(~np.all(np.isfinite(values.reshape(len(values), -1)), axis=1))[0]
   if bad.size:
     k = offset + int(bad[0])
     cells = np.argwhere(cands.removal_masks([k])[0])
     half = cands.size // 2
     freqs = [(int(i) - half, int(j) - half) for i, j in cells[:4]]
-    name = class_names[c] if class_names is not None else c
     raise FloatingPointError(
-        f"Score of candidate {k} for class {name!r} is {scores[bad[0]]} (removes frequencies "
-        f"{freqs}{'...' if len(cells) > 4 else ''}): the model output is not finite for these "
-        "filtered images. Check the checkpoint and the input normalisation."
+        f"{desc}: the value of candidate {k} (frequencies {freqs}"
+        f"{'...' if len(cells) > 4 else ''}) for {group} is {values[bad[0]]}: the model "
+        "output is not finite for these images. Check the checkpoint and the input "
+        "normalisation."
     )
 
 

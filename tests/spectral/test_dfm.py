@@ -123,7 +123,9 @@ def test_nan_score_names_class_and_candidate():
   cs = candidates.paired(32, 1).subset(np.arange(8))
   engine = dfm.Engine(apply_fn, bad, parallel.make_mesh(4), cs, chunk_size=8, progress=False)
   images = np.zeros((2, 32, 32, 3), np.float32)
-  with pytest.raises(FloatingPointError, match=r"candidate 0 for class 'C1'.*removes"):
+  with pytest.raises(
+      FloatingPointError, match=r"candidate 0 \(frequencies .*for class 'C1' is nan"
+  ):
     engine.rank(images, np.array([1, 1]), [1], class_names=["C0", "C1"])
 
 
