@@ -14,6 +14,12 @@ thresholds. Kinds and their arrays (C classes, H×W spectrum):
               tpr, fpr (C,) filtered; tpr_unfiltered, fpr_unfiltered (C,)
     greedy    dfm (C,H,W) bool: frequencies DFM-X's greedy removal kept; order, correct
     dynamics  steps (S,), tpr, fpr, acc (S,V,C) per evaluation step, view and class
+    heatmap   error, loss (H,W): test error / mean CE with each Fourier basis added (meta
+              eps, patch_size, seed); candidate_error, candidate_loss (K,), candidate_rects;
+              clean_error, clean_loss ()
+    sensitivity  sensitivity (C,H,W) float64: per class, mean |F(grad_x L)|^2 (unitary FFT,
+              summed over channels); radial (C,R): its mean over rings of integer radius;
+              counts (C,); meta target ('loss' | 'logit')
 Every file is written to a temporary name in the same directory and renamed into place,
 so a reader never sees a half-written artifact; `load` checks the header and kind.
 
@@ -39,7 +45,7 @@ from freqjax import errors
 
 FORMAT = "freqjax-artifact"
 VERSION = 1
-KINDS = ("adcs", "scores", "dfm", "shortcut", "greedy", "dynamics")
+KINDS = ("adcs", "scores", "dfm", "shortcut", "greedy", "dynamics", "heatmap", "sensitivity")
 
 
 # The launcher that writes each kind (named when an artifact cannot be read).
@@ -50,6 +56,8 @@ REGENERATE = {
     "shortcut": "launch/shortcut_test.py",
     "greedy": "launch/dfm.py --config.analysis.greedy=True",
     "dynamics": "launch/train.py with --config.dynamics.every_steps=N, then launch/pipeline.py",
+    "heatmap": "launch/heatmap.py",
+    "sensitivity": "launch/sensitivity.py",
 }
 
 

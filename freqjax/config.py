@@ -87,6 +87,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.augment.rrc_scale = (0.08, 1.0)
   c.augment.rrc_ratio = (3.0 / 4.0, 4.0 / 3.0)
   c.augment.policy = "none"  # 'none' | 'autoaugment' | 'augmix' (after the crop)
+  # DFM-X (Wang et al., ICCV 2023 workshop): each training image draws a class uniformly; if
+  # it is another class, with probability p the (normalised) image is filtered by that
+  # class's DFM (DC kept), as the authors' code does. dfms: a finished run's workdir or its
+  # analysis/dfm.npz, or the authors' pickle ({class: 0/1 map}); '' = off.
+  c.augment.dfmx = ml_collections.ConfigDict()
+  c.augment.dfmx.dfms = ""
+  c.augment.dfmx.p = 0.3
+  c.augment.dfmx.threshold = 0.05  # which DFM of a dfm.npz (one of its thresholds)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet18"
@@ -136,6 +144,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.analysis.greedy_parallel = 8
   c.analysis.ood_dirs = ()  # folder test sets of the same classes, for OOD shortcut tests
   c.analysis.ood_split = "val"
+  # Also run the shortcut test with another run's DFMs (its workdir, a dfm.npz or the
+  # authors' .pkl; at analysis.threshold): analysis/shortcut_dfms.npz. E.g. a DFM-X run
+  # tested on the DFMs of the run it mitigates.
+  c.analysis.shortcut_dfms = ""
+  # Fourier heat map (Yin et al. 2019): test error with a Fourier basis image of L2 norm eps
+  # (per channel, pixel values in [0, 1]) added, per frequency of the half-plane or patch.
+  c.analysis.heatmap = ml_collections.ConfigDict()
+  c.analysis.heatmap.eps = ml_collections.config_dict.placeholder(float)  # None: 4.0 at 32 px,
+  #                                       15.7 at 224 px, log-log interpolated (6.51 at 64 px)
+  c.analysis.heatmap.patch_size = ml_collections.config_dict.placeholder(int)  # None: the DFMs'
+  c.analysis.heatmap.seed = 0  # the random sign per image and channel
+  c.analysis.heatmap.in_pipeline = False  # launch/pipeline.py also makes it (costs about one
+  #                                         DFM ranking); launch/heatmap.py always does
+  # Fourier sensitivity (Krishnamachari et al. 2023): per class, mean |F(grad_x L)|^2.
+  c.analysis.sensitivity = ml_collections.ConfigDict()
+  c.analysis.sensitivity.target = "loss"  # 'loss' (cross-entropy) | 'logit' (true class)
+  c.analysis.sensitivity.in_pipeline = True  # seconds; launch/sensitivity.py always does
   return c
 
 
@@ -216,6 +241,12 @@ def check_folder_options(data_config) -> dict:
   return {"min_source_size": min_size, "unlisted_classes": policy}
 
 
+def heatmap_patch(config) -> int:
+  """The heat map's patch size: its own, else the DFM ranking's."""
+  p = config.analysis.heatmap.patch_size
+  return int(config.analysis.patch_size if p is None else p)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every value that would otherwise fail late (or train silently wrong), before any
   work starts; raises ConfigError with a message that says how to fix it."""
@@ -272,6 +303,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
   if a.checkpoint not in ("best", "latest") and not str(a.checkpoint).isdigit():
     fail(f"config.analysis.checkpoint={a.checkpoint!r}; use 'best', 'latest' or a step number.")
+  h = a.heatmap
+  if h.eps is not None and not (math.isfinite(h.eps) and h.eps > 0):
+    fail(
+        f"config.analysis.heatmap.eps={h.eps} must be a positive, finite L2 norm (Yin et al. "
+        "use 4.0 at 32 px and 15.7 at 224 px; leave it unset for those defaults)."
+    )
+  hp = heatmap_patch(config)
+  if hp < 1 or size % hp:
+    fail(
+        f"config.analysis.heatmap.patch_size={hp} must be a divisor of the image size "
+        f"{size}: one of {', '.join(map(str, divisors(size)))}."
+    )
+  if a.sensitivity.target not in ("loss", "logit"):
+    fail(f"config.analysis.sensitivity.target={a.sensitivity.target!r}; use 'loss' or 'logit'.")
+  x = config.augment.dfmx
+  if not (math.isfinite(x.p) and 0.0 <= x.p <= 1.0):
+    fail(f"config.augment.dfmx.p={x.p} must be a probability in [0, 1] (DFM-X uses 0.3).")
+  if x.dfms and not 0.0 < float(x.threshold) <= 1.0:
+    fail(f"config.augment.dfmx.threshold={x.threshold} must lie in (0, 1], e.g. 0.05.")
   if config.augment.crop not in ("pad_crop", "random_resized_crop", "none"):
     fail(
         f"config.augment.crop={config.augment.crop!r}; use 'pad_crop', "

@@ -1,6 +1,7 @@
 """The main job: every stage of `freqjax.stages` in order, reusing finished ones.
 
-    prepare data -> train -> ADCS -> DFMs -> shortcut test -> dynamics -> figures -> report
+    prepare data -> train -> ADCS -> DFMs -> shortcut test -> Fourier sensitivity
+      [-> Fourier heat map, if analysis.heatmap.in_pipeline] -> dynamics -> figures -> report
 
 Everything lands in the workdir (`freqjax.workdir.Workdir` names each file). Rerunning with
 the same workdir reuses every finished stage: an artifact whose recorded fingerprint
@@ -16,7 +17,17 @@ from absl import logging
 
 from freqjax import artifacts, parallel, report as report_lib, workdir as workdir_lib
 from freqjax.data import datasets
-from freqjax.stages import adcs, context, dfm, dynamics, figures, shortcut, summary
+from freqjax.stages import (
+    adcs,
+    context,
+    dfm,
+    dynamics,
+    figures,
+    heatmap,
+    sensitivity,
+    shortcut,
+    summary,
+)
 from freqjax.training import loop
 
 
@@ -44,6 +55,10 @@ def run_pipeline(config, workdir, *, move_aside: bool = False) -> dict:
     timed("adcs", lambda: adcs.run(config, wd.root, ctx))
     timed("dfm", lambda: dfm.run(config, wd.root, ctx))
     timed("shortcut", lambda: shortcut.run(config, wd.root, ctx))
+    if config.analysis.sensitivity.in_pipeline:
+      timed("sensitivity", lambda: sensitivity.run(config, wd.root, ctx))
+    if config.analysis.heatmap.in_pipeline:
+      timed("heatmap", lambda: heatmap.run(config, wd.root, ctx))
     timed("dynamics", lambda: dynamics.run(config, wd.root))
     timed("figures", lambda: figures.run(config, wd.root, ctx))
     result = summary.summarise(config, ctx, seconds)

@@ -215,3 +215,143 @@ def tpr_fpr_bars(result: Mapping, class_names: Sequence[str], path: str, title: 
   ax.legend(fontsize=7, ncol=2)
   ax.set_title(title or "Shortcut test")
   return _save(fig, path)
+
+
+def heatmap(
+    error: np.ndarray,
+    loss: np.ndarray,
+    path: str,
+    clean_error: float | None = None,
+    title: str = "Fourier heat map",
+) -> str:
+  """Yin et al.'s figure: test error per added Fourier basis (centred, DC in the middle),
+  and the mean cross-entropy beside it."""
+  s = error.shape[-1]
+  fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.8))
+  im = axes[0].imshow(
+      error, cmap="jet", vmin=0.0, vmax=max(float(error.max()), 1e-6), extent=_extent(s)
+  )
+  fig.colorbar(im, ax=axes[0], shrink=0.8, label="test error")
+  base = f" (clean {clean_error:.3f})" if clean_error is not None else ""
+  axes[0].set_title("error" + base, fontsize=10)
+  im = axes[1].imshow(loss, cmap="viridis", extent=_extent(s))
+  fig.colorbar(im, ax=axes[1], shrink=0.8, label="mean cross-entropy")
+  axes[1].set_title("loss", fontsize=10)
+  for ax in axes:
+    ax.set_xlabel("v")
+    ax.set_ylabel("u")
+  fig.suptitle(title)
+  return _save(fig, path)
+
+
+def sensitivity(
+    maps: np.ndarray,
+    radial: np.ndarray,
+    class_names: Sequence[str],
+    path: str,
+    title: str = "Fourier sensitivity",
+) -> str:
+  """Per class, log10 of the mean |F(grad)|² map (one colour range for all classes), and the
+  radial averages of every class in one last panel."""
+  c, s = maps.shape[0], maps.shape[-1]
+  rows, cols = _grid(c + 1)
+  fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
+  logs = np.log10(np.maximum(maps, np.finfo(np.float64).tiny))
+  lo, hi = np.percentile(logs, 1), float(logs.max())
+  im = None
+  for i, ax in enumerate(axes.flat):
+    if i < c:
+      im = ax.imshow(logs[i], cmap="inferno", vmin=lo, vmax=hi, extent=_extent(s))
+      ax.set_title(class_names[i], fontsize=10)
+      ax.tick_params(labelsize=7)
+    elif i == c:
+      for k in range(c):
+        ax.semilogy(np.arange(radial.shape[1]), np.maximum(radial[k], 1e-30), label=class_names[k])
+      ax.set_xlabel("radius (cycles per image)")
+      ax.set_title("radial average", fontsize=10)
+      ax.legend(fontsize=6)
+    else:
+      ax.axis("off")
+  fig.colorbar(im, ax=[a for a in axes.flat[:c]], shrink=0.8, label="log10 mean |F(∇x L)|²")
+  fig.suptitle(title)
+  return _save(fig, path)
+
+
+def overview(
+    rows: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    path: str,
+    heat: np.ndarray | None = None,
+    title: str = "ADCS, DFMs and Fourier sensitivity side by side",
+) -> str:
+  """Rows (e.g. ADCS, DFM, log sensitivity; each (C, S, S)) × classes, each row on its own
+  colour scale, and the Fourier heat map (class-independent) in an extra column."""
+  names = list(rows)
+  c = len(class_names)
+  cols = c + (1 if heat is not None else 0)
+  fig, axes = plt.subplots(len(names), cols, figsize=(2.0 * cols, 2.1 * len(names)), squeeze=False)
+  for r, name in enumerate(names):
+    maps = np.asarray(rows[name], np.float64)
+    s = maps.shape[-1]
+    lo, hi = float(np.nanmin(maps)), float(np.nanmax(maps))
+    for k in range(c):
+      ax = axes[r, k]
+      ax.imshow(maps[k], cmap="gray" if name.startswith("DFM") else "jet", vmin=lo, vmax=hi,
+                extent=_extent(s))  # fmt: skip
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if r == 0:
+        ax.set_title(class_names[k], fontsize=8)
+      if k == 0:
+        ax.set_ylabel(name, fontsize=8)
+    if heat is not None:
+      ax = axes[r, c]
+      if r == 0:
+        ax.imshow(heat, cmap="jet", vmin=0, extent=_extent(heat.shape[-1]))
+        ax.set_title("heat map (error)", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+      else:
+        ax.axis("off")
+  fig.suptitle(title)
+  return _save(fig, path)
+
+
+def compare_runs(
+    runs: Mapping[str, Mapping[str, np.ndarray]],
+    class_names: Sequence[str],
+    path: str,
+    title: str = "Runs compared: shortcut test and heat map",
+) -> str:
+  """One row per run (e.g. before / after DFM-X): TPR and FPR per class on DFM-filtered
+  images, and the run's heat map when it has one. `runs[label]` holds 'tpr', 'fpr' (C,),
+  optionally 'heat' (S, S)."""
+  labels = list(runs)
+  with_heat = any("heat" in r for r in runs.values())
+  cols = 2 + (1 if with_heat else 0)
+  fig, axes = plt.subplots(1, cols, figsize=(4.2 * cols, 3.4), squeeze=False)
+  x = np.arange(len(class_names))
+  w = 0.8 / max(len(labels), 1)
+  for j, key in enumerate(("tpr", "fpr")):
+    ax = axes[0, j]
+    for i, lab in enumerate(labels):
+      ax.bar(x + (i - (len(labels) - 1) / 2) * w, runs[lab][key], w, label=lab)
+    ax.set_xticks(x, class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{key.upper()} on DFM-filtered images", fontsize=10)
+    ax.legend(fontsize=7)
+  if with_heat:
+    heats = [r["heat"] for r in runs.values() if "heat" in r]
+    hi = max(float(h.max()) for h in heats)
+    sub = axes[0, 2]
+    sub.axis("off")
+    inner = sub.inset_axes([0, 0, 1, 1])
+    inner.axis("off")
+    for i, (lab, r) in enumerate((k, v) for k, v in runs.items() if "heat" in v):
+      a = sub.inset_axes([i / len(heats), 0.05, 1 / len(heats) - 0.02, 0.85])
+      a.imshow(r["heat"], cmap="jet", vmin=0, vmax=hi, extent=_extent(r["heat"].shape[-1]))
+      a.set_title(f"{lab}: heat map", fontsize=8)
+      a.set_xticks([])
+      a.set_yticks([])
+  fig.suptitle(title)
+  return _save(fig, path)

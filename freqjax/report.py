@@ -108,6 +108,40 @@ def render(config, workdir, summary: dict) -> str:
       fig("confusion_dfm.png", "confusion matrices"),
       "",
   ]
+  other = wd.artifact("shortcut", "_dfms")
+  if os.path.exists(other):
+    art = artifacts.load(other, "shortcut")
+    parts += [
+        f"### Shortcut test with the DFMs of `{config.analysis.shortcut_dfms}`",
+        "",
+        shortcut.table(art.arrays, names),
+        "",
+    ]
+  if os.path.exists(wd.artifact("sensitivity")):
+    art = artifacts.load(wd.artifact("sensitivity"), "sensitivity")
+    parts += [
+        "## Fourier sensitivity",
+        f"Per class, the mean |F(∇ₓ L)|² of its test images (L: the {art.meta['target']}; "
+        "unitary FFT, summed over channels), log scale, and its radial average.",
+        "",
+        fig("sensitivity.png", "Fourier sensitivity"),
+        "",
+    ]
+  if os.path.exists(wd.artifact("heatmap")):
+    art = artifacts.load(wd.artifact("heatmap"), "heatmap")
+    parts += [
+        "## Fourier heat map",
+        f"Test error with a Fourier basis image of L2 norm ε = {art.meta['eps']:g} (per "
+        f"channel, random sign, pixels clipped to [0, 1]) added to every test image, per "
+        f"frequency (patch {art.meta['patch_size']}); clean error "
+        f"{float(art['clean_error']):.3f}, mean {float(art['error'].mean()):.3f}, max "
+        f"{float(art['error'].max()):.3f}; took {art.meta['seconds']:.0f} s.",
+        "",
+        fig("heatmap.png", "Fourier heat map"),
+        "",
+    ]
+  if os.path.exists(wd.figure("overview.png")):
+    parts += ["## Side by side", "", fig("overview.png", "ADCS, DFMs, sensitivity, heat map"), ""]
   for name, ood in summary.get("ood", {}).items():
     parts += [
         f"### OOD test set `{name}`",

@@ -12,7 +12,7 @@ Layout:
     checkpoints/<step>/   Orbax checkpoints; checkpoints_corrupt/ holds unreadable ones
     metrics.jsonl, tensorboard/, train_results.json
     analysis/<kind>.npz   artifacts (analysis/dfm_partial/<fingerprint>/ while a DFM
-                          ranking runs)
+                          ranking runs, heatmap_partial/<fingerprint>/ for a heat map)
     figures/*.png, report.md, summary.json
     .lock                 the PID and host of the launch that holds the workdir
 """
@@ -27,6 +27,8 @@ import socket
 import threading
 from typing import Any
 
+import numpy as np
+
 from freqjax import artifacts, errors, parallel
 
 RUN_FILE = "run.json"
@@ -40,6 +42,7 @@ IDENTITY_FIELDS = (
     "image_size",
     "seed",
     "dataset",
+    "augment.dfmx",
 )
 
 
@@ -70,6 +73,7 @@ class Workdir:
   report = property(lambda self: self.path("report.md"))
   summary = property(lambda self: self.path("summary.json"))
   dfm_partial = property(lambda self: self.path("analysis", "dfm_partial"))
+  heatmap_partial = property(lambda self: self.path("analysis", "heatmap_partial"))
   lock_file = property(lambda self: self.path(".lock"))
 
   def artifact(self, kind: str, suffix: str = "") -> str:
@@ -164,7 +168,20 @@ def identity(config, dataset_path: str | None) -> dict:
   """What defines a run: a launch whose config differs in any of these is another run."""
   ident = identity_from_dict(config.to_dict() if hasattr(config, "to_dict") else config)
   ident["dataset"] = dataset_fingerprint(dataset_path) if dataset_path else None
+  if hasattr(config, "augment") and config.augment.dfmx.dfms and config.augment.dfmx.p > 0:
+    ident["augment.dfmx"] = _dfmx_identity(config)
   return ident
+
+
+def _dfmx_identity(config) -> str:
+  """DFM-X's DFMs (by content, wherever the file lies) and its probability."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+
+  from freqjax.data import augment  # pylint: disable=g-import-not-at-top
+
+  masks = np.asarray(augment.dfmx_keep_masks(config))
+  digest = hashlib.sha1(masks.tobytes()).hexdigest()[:12]
+  return f"dfms {digest} p={float(config.augment.dfmx.p):g}"
 
 
 def identity_from_dict(c: dict) -> dict:
@@ -178,6 +195,8 @@ def identity_from_dict(c: dict) -> dict:
       "image_size": int(d["image_size"]),
       "seed": int(c["seed"]),
       "dataset": None,
+      # Training with DFM-X makes another run; set by `identity` (it reads the DFMs).
+      "augment.dfmx": None if (c.get("augment", {}).get("dfmx") or {}).get("dfms") else "off",
   }
 
 

@@ -69,6 +69,13 @@ def test_overrides_are_checked_against_the_schema():
             r"threshold=0.05 .* is not in " r"config.analysis.thresholds=\(0.01, 0.1\); add it",
         ),
         ("augment.crop", "center", r"use 'pad_crop'"),
+        ("analysis.heatmap.eps", 0.0, r"heatmap.eps=0.0 must be a positive, finite L2 norm"),
+        ("analysis.heatmap.eps", -4.0, r"heatmap.eps=-4.0 must be a positive"),
+        ("analysis.heatmap.eps", float("inf"), r"heatmap.eps=inf must be a positive, finite"),
+        ("analysis.heatmap.patch_size", 5, r"heatmap.patch_size=5 must be a divisor of .* 32"),
+        ("analysis.sensitivity.target", "margin", r"use 'loss' or 'logit'"),
+        ("augment.dfmx.p", 1.5, r"dfmx.p=1.5 must be a probability in \[0, 1\]"),
+        ("augment.dfmx.p", -0.1, r"dfmx.p=-0.1 must be a probability"),
         ("train.lr", -1.0, r"config.train.lr=-1.0 must be a positive, finite learning rate"),
         ("train.lr", 0.0, r"config.train.lr=0.0 must be a positive"),
         ("train.lr", float("nan"), r"config.train.lr=nan must be a positive"),
@@ -83,7 +90,10 @@ def test_overrides_are_checked_against_the_schema():
 def test_bad_values_fail_with_the_fix(field, value, message):
   """Each rejected before any work starts (the launchers validate first)."""
   c = load_config("configs/synthetic.py:syn1")
-  section, key = field.split(".")
-  c[section][key] = value
+  *sections, key = field.split(".")
+  node = c
+  for section in sections:
+    node = node[section]
+  node[key] = value
   with pytest.raises(errors.ConfigError, match=message):
     config_lib.validate(c)

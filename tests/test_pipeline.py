@@ -31,11 +31,26 @@ def run(tmp_path_factory):
           "analysis.greedy": True,
           "analysis.greedy_parallel": 16,
           "analysis.batch_size": 40,
+          "analysis.heatmap.in_pipeline": True,
+          "analysis.heatmap.patch_size": 4,
       },
   )
   workdir = tmp / "run"
   summary = pipeline.run_pipeline(c, str(workdir))
   return c, workdir, summary
+
+
+@pytest.fixture(scope="module")
+def dfmx_run(run):
+  """The same config trained with DFM-X on the run's DFMs, tested on them too."""
+  c, workdir, _ = run
+  d = c.copy_and_resolve_references()
+  d.augment.dfmx.dfms, d.augment.dfmx.p = str(workdir), 0.5
+  d.analysis.shortcut_dfms = str(workdir)
+  d.analysis.greedy = False
+  d.dynamics.every_steps = 0
+  after = workdir.parent / "dfmx"
+  return d, after, pipeline.run_pipeline(d, str(after))
 
 
 def test_pipeline_writes_everything(run):
@@ -52,7 +67,7 @@ def test_pipeline_writes_everything(run):
   ):
     assert len(on_disk[key]) == 4 and all(0 <= v <= 1 for v in on_disk[key]), key
   assert set(on_disk["learned_step"]) == {"full", "keep_b1"}
-  for name in ("adcs", "scores", "dfm", "shortcut", "greedy", "dynamics"):
+  for name in ("adcs", "scores", "dfm", "shortcut", "greedy", "dynamics", "heatmap", "sensitivity"):
     art = artifacts.load(str(workdir / "analysis" / f"{name}.npz"), name)
     if name in ("dfm", "scores", "adcs", "shortcut"):
       assert art.meta["layout"] == "centred" and art.meta["classes"] == ["C0", "C1", "C2", "C3"]
@@ -71,8 +86,18 @@ def test_pipeline_writes_everything(run):
       "confusion_dfm",
       "shortcut_tpr_fpr",
       "dynamics",
+      "heatmap",
+      "sensitivity",
+      "overview",
   ):
     assert (workdir / "figures" / f"{fig}.png").stat().st_size > 5000, fig
+  heat = artifacts.load(str(workdir / "analysis" / "heatmap.npz"), "heatmap")
+  assert heat["error"].shape == (32, 32) and heat.meta["eps"] == 4.0
+  assert heat.meta["patch_size"] == 4 and np.all((heat["error"] >= 0) & (heat["error"] <= 1))
+  assert len(np.unique(heat["error"][:4, :4])) == 1  # one value per 4×4 patch
+  sens = artifacts.load(str(workdir / "analysis" / "sensitivity.npz"), "sensitivity")
+  assert sens["sensitivity"].shape == (4, 32, 32) and sens["counts"].sum() == 40
+  assert not (workdir / "analysis" / "heatmap_partial").exists()
   report = (workdir / "report.md").read_text()
   for heading in (
       "## Training",
@@ -81,6 +106,9 @@ def test_pipeline_writes_everything(run):
       "### Planted frequencies recovered",
       "## Shortcut test",
       "## Learning dynamics",
+      "## Fourier sensitivity",
+      "## Fourier heat map",
+      "## Side by side",
   ):
     assert heading in report
   assert "(figures/dfm_grid.png)" in report
@@ -159,12 +187,41 @@ def test_checkpoint_of_another_model_is_refused(run):
     context.load_context(other, str(workdir))
 
 
-def test_notebook_runs_top_to_bottom(run):
+def test_dfmx_run_is_another_run_and_is_compared_on_the_dfms_it_mitigates(run, dfmx_run):
+  c, workdir, _ = run
+  d, after, _ = dfmx_run
+  ident = json.loads((after / "run.json").read_text())
+  assert ident["augment.dfmx"].startswith("dfms ") and ident["augment.dfmx"].endswith("p=0.5")
+  # Training with DFM-X on the finished run's workdir is refused, naming the field.
+  with pytest.raises(errors.WorkdirError, match=r"augment.dfmx: 'off' in the workdir"):
+    pipeline.run_pipeline(d, str(workdir))
+  own = artifacts.load(str(after / "analysis" / "shortcut.npz"), "shortcut")
+  on_before = artifacts.load(str(after / "analysis" / "shortcut_dfms.npz"), "shortcut")
+  base = artifacts.load(str(workdir / "analysis" / "dfm.npz"), "dfm")
+  np.testing.assert_allclose(
+      on_before["keep_fraction"], base["dfm"][1].reshape(4, -1).mean(1)
+  )  # the run before's 5% DFMs
+  out = subprocess.run(
+      [sys.executable, str(REPO / "launch" / "compare.py"), f"--before={workdir}",
+       f"--after={after}", f"--figure={after}/figures/before_after.png"],
+      capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=300,
+  )  # fmt: skip
+  assert out.returncode == 0, out.stderr[-2000:]
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  before_sc = artifacts.load(str(workdir / "analysis" / "shortcut.npz"), "shortcut")
+  assert result["on_before_dfms"]["tpr_before"] == before_sc["tpr"].tolist()
+  assert result["on_before_dfms"]["tpr_after"] == on_before["tpr"].tolist()
+  assert result["on_own_dfms"]["fpr_after"] == own["fpr"].tolist()
+  assert "| mean |" in out.stdout and (after / "figures" / "before_after.png").exists()
+
+
+def test_notebook_runs_top_to_bottom(run, dfmx_run):
   _, workdir, _ = run
   nb = nbformat.read(REPO / "notebooks" / "analyze_dfms.ipynb", as_version=4)
   env_before = dict(os.environ)
   os.environ["FREQJAX_WORKDIR"] = str(workdir)
   os.environ["FREQJAX_COMPARE"] = str(workdir)
+  os.environ["FREQJAX_AFTER"] = str(dfmx_run[1])
   try:
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
@@ -182,6 +239,7 @@ def test_notebook_runs_top_to_bottom(run):
   assert "planted recall" in text and "| C3 |" in text
   assert "1.00 | 1.00 | 1.00 | 1.00" in text  # the run compared with itself: IoU 1
   assert "resnet18 vs vgg11" in text
+  assert "TPR before | TPR after" in text  # the before/after (DFM-X) comparison
 
 
 def test_learning_dynamics_study_reports_the_learning_order(tmp_path):

@@ -25,6 +25,9 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from freqjax.spectral import fft
 
 
 def to_float(images):
@@ -109,9 +112,35 @@ def random_resized_crop(key, img, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 
   return crop_and_resize(img, box, size)
 
 
+def dfmx_keep_masks(config):
+  """DFM-X's keep masks (C, S, S) float32 with DC kept, or None when it is off."""
+  x, d = config.augment.dfmx, config.data
+  if not x.dfms or float(x.p) == 0.0:
+    return None
+  from freqjax.evaluation import dfm_summary  # pylint: disable=g-import-not-at-top
+
+  maps = dfm_summary.read_dfms(
+      x.dfms, float(x.threshold), int(d.num_classes), int(d.image_size), "config.augment.dfmx.dfms"
+  ).astype(np.float32)
+  s = maps.shape[-1]
+  maps[:, s // 2, s // 2] = 1.0
+  return jnp.asarray(maps)
+
+
+def dfmx(key, x, label, keep_masks, p: float):
+  """DFM-X on one normalised image (S, S, C): a class m drawn uniformly; if m is not the
+  image's class, with probability p keep only DFM_m's frequencies (the authors' rule)."""
+  k_class, k_apply = jax.random.split(key)
+  m = jax.random.randint(k_class, (), 0, keep_masks.shape[0])
+  apply = (m != label) & jax.random.bernoulli(k_apply, p)
+  return jnp.where(apply, fft.filter_images(x, keep_masks[m]), x)
+
+
 def make_train_transform(config) -> Callable:
-  """fn(key, images uint8 (B,H,W,3)) -> normalised float32 (B, image_size, image_size, 3)."""
+  """fn(key, images uint8 (B,H,W,3), labels (B,) = None) -> normalised float32
+  (B, image_size, image_size, 3). Labels are needed only by DFM-X."""
   a, d = config.augment, config.data
+  dfmx_masks = dfmx_keep_masks(config)
   size = int(d.image_size)
   policy = None
   if a.policy != "none":
@@ -119,7 +148,7 @@ def make_train_transform(config) -> Callable:
 
     policy = {"autoaugment": autoaugment.auto_augment, "augmix": autoaugment.augmix}[a.policy]
 
-  def one(key, img):
+  def one(key, img, label):
     k_flip, k_crop, k_policy = jax.random.split(key, 3)
     x = img.astype(jnp.float32) / 255.0
     if a.pad:
@@ -135,11 +164,18 @@ def make_train_transform(config) -> Callable:
       x = resize(x[None], size)[0]
     if policy is not None:
       x = policy(k_policy, x)
-    return normalize(x, d.mean, d.std)
+    x = normalize(x, d.mean, d.std)
+    if dfmx_masks is not None:  # its own key: runs without DFM-X draw exactly as before
+      x = dfmx(jax.random.fold_in(key, 1), x, label, dfmx_masks, float(a.dfmx.p))
+    return x
 
-  def transform(key, images):
+  def transform(key, images, labels=None):
+    if labels is None:
+      if dfmx_masks is not None:
+        raise ValueError("DFM-X needs the images' labels.")
+      labels = jnp.zeros(images.shape[0], jnp.int32)
     keys = jax.random.split(key, images.shape[0])
-    return jax.vmap(one)(keys, images)
+    return jax.vmap(one)(keys, images, labels)
 
   return transform
 

@@ -20,6 +20,35 @@ def dfm_at(art: artifacts.Artifact, threshold: float) -> np.ndarray:
   )
 
 
+def read_dfms(source: str, threshold: float, num_classes: int, image_size: int, what: str):
+  """(C, S, S) bool DFMs from another run: its workdir (analysis/dfm.npz), a dfm.npz, or the
+  authors' pickle ({class: 0/1 map}, read safely). `what` names the setting, for errors;
+  a class count or size that differs from this run's is an error naming both."""
+  import os  # pylint: disable=g-import-not-at-top
+
+  path = os.path.join(source, "analysis", "dfm.npz") if os.path.isdir(source) else source
+  if not os.path.exists(path):
+    raise errors.ConfigError(
+        f"{what}={source!r}: no such file. Give a finished run's workdir, its "
+        "analysis/dfm.npz, or the authors' DFM pickle (.pkl)."
+    )
+  if path.endswith(".pkl"):
+    maps = artifacts.import_official_dfms(path)
+  else:
+    maps = dfm_at(artifacts.load(path, "dfm"), float(threshold))
+  if maps.shape[0] != num_classes:
+    raise errors.ArtifactShapeError(
+        f"{what}: {path} holds DFMs of {maps.shape[0]} classes but this run's data has "
+        f"{num_classes}; use DFMs of a run on the same classes."
+    )
+  if maps.shape[1:] != (image_size, image_size):
+    raise errors.ArtifactShapeError(
+        f"{what}: {path} holds {maps.shape[1]}×{maps.shape[2]} DFMs but this run's images are "
+        f"{image_size}×{image_size}; use DFMs of a run at the same image size."
+    )
+  return maps.astype(bool)
+
+
 def planted_overlap(dfm_maps: np.ndarray, planted: np.ndarray, scores: np.ndarray | None = None):
   """Per class: recall = |DFM ∩ planted| / |planted|, precision = |DFM ∩ planted| / |DFM|,
   and (with scores) how many of the top-|planted| cells by score are planted."""

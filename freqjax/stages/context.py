@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -131,6 +132,21 @@ def cached(
       after_save(arrays)
   parallel.sync(f"freqjax_stage_{kind}")
   return artifacts.load(path, kind)
+
+
+def partial_store(parent: str, fingerprint: str):
+  """The engine's chunk store of one computation: <parent>/<fingerprint>/. Computations with
+  other settings keep their own folders, so none touches another's partial work."""
+  from freqjax.spectral import dfm as dfm_lib  # pylint: disable=g-import-not-at-top
+
+  return dfm_lib.ChunkStore(os.path.join(parent, fingerprint), {"fingerprint": fingerprint})
+
+
+def discard_partial(store, parent: str) -> None:
+  """Once the artifact holds its chunks: removes the store (and `parent`, if now empty)."""
+  store.discard()
+  if parallel.is_main_process() and os.path.isdir(parent) and not os.listdir(parent):
+    os.rmdir(parent)
 
 
 def stage(fn):

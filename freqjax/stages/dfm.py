@@ -9,7 +9,6 @@ fingerprint>/ (rankings with other settings keep their own folders).
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -56,9 +55,7 @@ def run_scores(config, ctx: context.Context) -> artifacts.Artifact:
   a = config.analysis
   cands = candidates(config)
   fp = ctx.fingerprint("scores", cands.describe())
-  # One folder per ranking: a ranking with other settings (say another checkpoint) never
-  # touches this one's partial chunks, and finishing removes only its own.
-  store = dfm_lib.ChunkStore(os.path.join(ctx.wd.dfm_partial, fp), {"fingerprint": fp})
+  store = context.partial_store(ctx.wd.dfm_partial, fp)
 
   def compute():
     engine = dfm_lib.Engine(
@@ -93,10 +90,7 @@ def run_scores(config, ctx: context.Context) -> artifacts.Artifact:
     )
 
   art = context.cached(ctx.wd.artifact("scores"), "scores", fp, compute)
-  store.discard()  # its chunks are in scores.npz now
-  if parallel.is_main_process() and os.path.isdir(ctx.wd.dfm_partial):
-    if not os.listdir(ctx.wd.dfm_partial):
-      os.rmdir(ctx.wd.dfm_partial)
+  context.discard_partial(store, ctx.wd.dfm_partial)  # its chunks are in scores.npz now
   return art
 
 

@@ -1,10 +1,12 @@
 """Figures stage: figures/scores.png, dfm_grid.png, confusion_*.png, shortcut_tpr_fpr.png
-from the saved artifacts (ADCS and dynamics figures are drawn by their stages)."""
+and overview.png (ADCS, DFMs, sensitivity and heat map side by side) from the saved
+artifacts (the ADCS, sensitivity, heat-map and dynamics figures are drawn by their stages)."""
 
 from __future__ import annotations
 
 from freqjax import artifacts, parallel, plotting
 from freqjax.data import datasets
+from freqjax.evaluation import compare
 from freqjax.stages import context
 
 
@@ -37,3 +39,4 @@ def run(config, workdir, ctx: context.Context | None = None) -> None:
       wd.figure("shortcut_tpr_fpr.png"),
       f"Shortcut test, DFMs at {100 * float(config.analysis.threshold):g}%",
   )
+  compare.overview_figure(wd.root)

@@ -1,8 +1,10 @@
 """Shortcut-test stage: DFM-filtered TPR/FPR on the test set (analysis/shortcut.npz and
-.json) and on every OOD folder test set of the config (shortcut_ood_<name>.npz)."""
+.json), on every OOD folder test set of the config (shortcut_ood_<name>.npz), and with
+another run's DFMs when `analysis.shortcut_dfms` names them (shortcut_dfms.npz)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 from freqjax import artifacts, parallel
@@ -22,7 +24,21 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
   a = config.analysis
   dfm_art = artifacts.load(ctx.wd.artifact("dfm"), "dfm")
   maps = dfm_summary.dfm_at(dfm_art, float(a.threshold))
-  sets = [("test", ctx.wd.artifact("shortcut"), ctx.images, ctx.labels)]
+  dfm_fp = dfm_art.meta.get("fingerprint")
+  sets = [("test", ctx.wd.artifact("shortcut"), ctx.images, ctx.labels, maps, dfm_fp)]
+  if a.shortcut_dfms:
+    other = dfm_summary.read_dfms(
+        a.shortcut_dfms,
+        float(a.threshold),
+        len(ctx.class_names),
+        int(config.data.image_size),
+        "config.analysis.shortcut_dfms",
+    )
+    digest = hashlib.sha1(other.tobytes()).hexdigest()[:12]
+    sets.append(
+        ("test, DFMs of " + a.shortcut_dfms, ctx.wd.artifact("shortcut", "_dfms"), ctx.images,
+         ctx.labels, other, digest)
+    )  # fmt: skip
   for root in a.ood_dirs:
     name = ood_name(root)
     ood = datasets.prepare_ood(config.data, root, a.ood_split, label=f"ood_{name}")
@@ -33,15 +49,17 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
             ctx.wd.artifact("shortcut", f"_ood_{name}"),
             context.normalised(config, x),
             y,
+            maps,
+            dfm_fp,
         )
     )
   out = None
-  for name, path, x, y in sets:
-    fp = ctx.fingerprint("shortcut", name, float(a.threshold), dfm_art.meta.get("fingerprint"))
+  for name, path, x, y, dfms, dfms_fp in sets:
+    fp = ctx.fingerprint("shortcut", name, float(a.threshold), dfms_fp)
 
-    def compute(x=x, y=y, name=name):
+    def compute(x=x, y=y, name=name, dfms=dfms):
       res = shortcut.run(
-          ctx.apply_fn, ctx.variables, ctx.mesh, x, y, maps, batch_size=int(a.batch_size)
+          ctx.apply_fn, ctx.variables, ctx.mesh, x, y, dfms, batch_size=int(a.batch_size)
       )
       return res, ctx.meta(
           threshold=float(a.threshold), test_set=name, patch_size=dfm_art.meta["patch_size"]

@@ -50,8 +50,8 @@ def make_train_step(model, config, mesh, tx):
   def step(state, batch, rng):
     key = jax.random.fold_in(rng, state.step)
     k_aug, k_drop = jax.random.split(key)
-    x = transform(k_aug, batch["image"])
     labels = batch["label"]
+    x = transform(k_aug, batch["image"], labels)
 
     def loss_fn(params):
       logits, updates = model.apply(
