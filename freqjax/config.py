@@ -132,6 +132,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.analysis = ml_collections.ConfigDict()
   c.analysis.checkpoint = "best"  # 'best' | 'latest' | a step number
   c.analysis.adcs = "paper"  # 'paper' | 'official'
+  c.analysis.adcs_class_order = "config"  # 'config' | 'sorted' (folder names, as the
+  #                                         authors' ImageFolder: their class indices)
   c.analysis.patch_size = 1
   c.analysis.candidates = "paired"  # 'paired' (true conjugate pairs) | 'official'
   c.analysis.thresholds = (0.01, 0.05, 0.1, 0.2)
@@ -315,6 +317,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.analysis.heatmap.patch_size={hp} must be a divisor of the image size "
         f"{size}: one of {', '.join(map(str, divisors(size)))}."
     )
+  if a.adcs not in ("paper", "official"):
+    fail(f"config.analysis.adcs={a.adcs!r}; use 'paper' or 'official'.")
+  if a.adcs_class_order not in ("config", "sorted"):
+    fail(f"config.analysis.adcs_class_order={a.adcs_class_order!r}; use 'config' or 'sorted'.")
   if a.sensitivity.target not in ("loss", "logit"):
     fail(f"config.analysis.sensitivity.target={a.sensitivity.target!r}; use 'loss' or 'logit'.")
   x = config.augment.dfmx

@@ -1,8 +1,11 @@
-"""Computes ADCS of a trained run's test split (writes analysis/adcs.npz and figures/adcs.png).
+"""Computes ADCS of a config's test split — the data alone, no model or checkpoint needed
+(writes <workdir>/analysis/adcs.npz and figures/adcs.png; prepares the dataset if needed).
 
-  python launch/adcs.py --config=configs/synthetic.py:syn1_small --workdir=runs/syn1_small
+  python launch/adcs.py --config=configs/tiny_imagenet10.py --workdir=runs/tiny_adcs
 
-Choose the checkpoint with --config.analysis.checkpoint=best|latest|STEP.
+The authors' variant in their class order (sorted folder names, as ImageFolder), to compare
+with published ADCS figures: --config.analysis.adcs=official
+--config.analysis.adcs_class_order=sorted.
 """
 
 from freqjax import cli

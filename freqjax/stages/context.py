@@ -56,11 +56,12 @@ class Context:
         **extra,
     }
 
-  def fingerprint(self, *parts) -> str:
-    """A hash of the checkpoint step, the dataset and `parts` (the stage's settings)."""
+  def fingerprint(self, *parts, model: bool = True) -> str:
+    """A hash of the checkpoint step (unless `model=False`: a stage of the data alone), the
+    dataset and `parts` (the stage's settings)."""
     blob = json.dumps(
         [
-            self.checkpoint.get("checkpoint_step"),
+            self.checkpoint.get("checkpoint_step") if model else "data only",
             self.dataset.path,
             [p.to_dict() if hasattr(p, "to_dict") else p for p in parts],
         ],
@@ -90,6 +91,28 @@ def load_context(config, workdir) -> Context:
       model,
       variables,
       info,
+      mesh,
+      ds,
+      normalised(config, images),
+      labels,
+      ds.class_names,
+  )
+
+
+def load_data(config, workdir) -> Context:
+  """The normalised test split without a model (for stages of the data alone, e.g. ADCS):
+  no checkpoint is needed; the dataset is prepared if it is not yet."""
+  from freqjax.data import datasets  # pylint: disable=g-import-not-at-top
+
+  ds = datasets.prepare(config.data)
+  images, labels = ds.arrays("test")
+  mesh = parallel.make_mesh(int(config.train.num_devices))
+  return Context(
+      config,
+      workdir_lib.Workdir(workdir),
+      None,
+      None,
+      {},
       mesh,
       ds,
       normalised(config, images),
