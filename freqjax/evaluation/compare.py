@@ -22,19 +22,22 @@ def views(workdir: str) -> dict:
   """What a run's analysis holds: class names, maps per kind (those present), accuracy."""
   wd = workdir_lib.Workdir(workdir)
   sc = _load(wd, "shortcut")
-  if sc is None:
+  other = _load(wd, "shortcut", "_dfms")
+  if sc is None and other is None:
     raise errors.WorkdirError(
         f"{wd.root} has no analysis/shortcut.npz; run launch/pipeline.py (or the analysis "
         "launchers) on it first."
     )
-  out = {"class_names": sc.meta["classes"], "threshold": sc.meta["threshold"], "shortcut": sc}
-  conf = sc["confusion_unfiltered"]
+  any_sc = sc if sc is not None else other
+  out = {"class_names": any_sc.meta["classes"], "threshold": any_sc.meta["threshold"]}
+  if sc is not None:
+    out["shortcut"] = sc
+  conf = any_sc["confusion_unfiltered"]
   out["accuracy"] = float(np.trace(conf) / conf.sum())
   for kind in ("adcs", "dfm", "sensitivity", "heatmap"):
     art = _load(wd, kind)
     if art is not None:
       out[kind] = art
-  other = _load(wd, "shortcut", "_dfms")
   if other is not None:
     out["shortcut_dfms"] = other
   return out
@@ -69,8 +72,13 @@ def before_after(before: str, after: str, figure: str | None = None) -> tuple[st
         f"{after} has no analysis/shortcut_dfms.npz: rerun its shortcut test with "
         f"--config.analysis.shortcut_dfms={before} (launch/shortcut_test.py or the pipeline)."
     )
+  if "shortcut" not in b:
+    raise errors.WorkdirError(f"{before} has no analysis/shortcut.npz of its own DFMs.")
   names = b["class_names"]
-  sb, sa, sa_own = b["shortcut"], a["shortcut_dfms"], a["shortcut"]
+  sb, sa, sa_own = b["shortcut"], a["shortcut_dfms"], a.get("shortcut")
+  na = {"tpr": [float("nan")] * len(names), "fpr": [float("nan")] * len(names)}
+  own_tpr = np.asarray(sa_own["tpr"] if sa_own is not None else na["tpr"], float)
+  own_fpr = np.asarray(sa_own["fpr"] if sa_own is not None else na["fpr"], float)
   result = {
       "class_names": names,
       "accuracy": {"before": b["accuracy"], "after": a["accuracy"]},
@@ -80,7 +88,11 @@ def before_after(before: str, after: str, figure: str | None = None) -> tuple[st
           "fpr_before": sb["fpr"].tolist(),
           "fpr_after": sa["fpr"].tolist(),
       },
-      "on_own_dfms": {"tpr_after": sa_own["tpr"].tolist(), "fpr_after": sa_own["fpr"].tolist()},
+      "on_own_dfms": (
+          {"tpr_after": own_tpr.tolist(), "fpr_after": own_fpr.tolist()}
+          if sa_own is not None
+          else None
+      ),
   }
   rows = [
       "| class | TPR before | TPR after | FPR before | FPR after | TPR after, own DFMs | "
@@ -90,12 +102,15 @@ def before_after(before: str, after: str, figure: str | None = None) -> tuple[st
   for k, n in enumerate(names):
     rows.append(
         f"| {n} | {sb['tpr'][k]:.3f} | {sa['tpr'][k]:.3f} | {sb['fpr'][k]:.3f} | "
-        f"{sa['fpr'][k]:.3f} | {sa_own['tpr'][k]:.3f} | {sa_own['fpr'][k]:.3f} |"
+        f"{sa['fpr'][k]:.3f} | {own_tpr[k]:.3f} | {own_fpr[k]:.3f} |"
     )
   rows.append(
       f"| mean | {sb['tpr'].mean():.3f} | {sa['tpr'].mean():.3f} | {sb['fpr'].mean():.3f} | "
-      f"{sa['fpr'].mean():.3f} | {sa_own['tpr'].mean():.3f} | {sa_own['fpr'].mean():.3f} |"
+      f"{sa['fpr'].mean():.3f} | {own_tpr.mean():.3f} | {own_fpr.mean():.3f} |"
   )
+  if sa_own is None:
+    rows.append("")
+    rows.append("(nan: the run after has no DFMs of its own yet; launch/dfm.py ranks them.)")
   text = (
       f"Clean test accuracy: before {100 * b['accuracy']:.2f}%, after {100 * a['accuracy']:.2f}%."
       f" TPR/FPR of each class on the test set filtered by the DFMs (top "

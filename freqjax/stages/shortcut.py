@@ -19,13 +19,18 @@ def ood_name(root: str) -> str:
 
 @context.stage
 def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifact:
-  """Returns the test set's artifact (after writing every OOD set's too)."""
+  """Returns the test set's artifact (after writing every OOD set's too). With
+  `analysis.shortcut_dfms` and no DFMs of its own yet, the run is tested on the other DFMs
+  only (returning that artifact)."""
   ctx = context.ensure(config, workdir, ctx)
   a = config.analysis
-  dfm_art = artifacts.load(ctx.wd.artifact("dfm"), "dfm")
-  maps = dfm_summary.dfm_at(dfm_art, float(a.threshold))
-  dfm_fp = dfm_art.meta.get("fingerprint")
-  sets = [("test", ctx.wd.artifact("shortcut"), ctx.images, ctx.labels, maps, dfm_fp)]
+  sets = []
+  own = ctx.wd.artifact("dfm")
+  if os.path.exists(own) or not a.shortcut_dfms:  # with other DFMs, the run's own may wait
+    dfm_art = artifacts.load(own, "dfm")
+    maps = dfm_summary.dfm_at(dfm_art, float(a.threshold))
+    dfm_fp = dfm_art.meta.get("fingerprint")
+    sets.append(("test", ctx.wd.artifact("shortcut"), ctx.images, ctx.labels, maps, dfm_fp))
   if a.shortcut_dfms:
     other = dfm_summary.read_dfms(
         a.shortcut_dfms,
@@ -39,7 +44,7 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
         ("test, DFMs of " + a.shortcut_dfms, ctx.wd.artifact("shortcut", "_dfms"), ctx.images,
          ctx.labels, other, digest)
     )  # fmt: skip
-  for root in a.ood_dirs:
+  for root in a.ood_dirs if sets and sets[0][0] == "test" else ():
     name = ood_name(root)
     ood = datasets.prepare_ood(config.data, root, a.ood_split, label=f"ood_{name}")
     x, y = ood.arrays("test")
