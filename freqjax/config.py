@@ -94,6 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.stem = "cifar"  # 'cifar' (paper) | 'imagenet'
   c.model.dtype = "float32"  # 'float32' | 'bfloat16' (compute; parameters stay float32)
   c.model.dropout_rate = 0.5  # AlexNet only
+  # ViTs imported at another image size than the checkpoint's: False = an error naming both
+  # sizes; True = resample the position embeddings (bicubic, with a warning).
+  c.model.interpolate_pos_embed = False
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64  # global batch, over all devices and processes
@@ -161,6 +164,27 @@ def synthetic_defaults() -> ml_collections.ConfigDict:
   s.min_luminance_contrast = 0.3
   s.noise_sigma = 0.02
   return s
+
+
+def from_dict(stored: dict) -> ml_collections.ConfigDict:
+  """A config from its JSON form (a workdir's config.json): base_config() updated with the
+  stored values, JSON lists back to tuples, so it overrides and validates like the original."""
+
+  def tupled(v):
+    return tuple(tupled(x) for x in v) if isinstance(v, list) else v
+
+  def update(node: ml_collections.ConfigDict, values: dict):
+    for key, value in values.items():
+      if isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+        update(node[key], value)
+      elif key in node and node[key] is not None and value is not None:
+        node[key] = type(node[key])(tupled(value)) if isinstance(node[key], tuple) else value
+      else:
+        node[key] = tupled(value)
+
+  c = base_config()
+  update(c, stored)
+  return c
 
 
 def parse_variant(arg: str | None, valid: Iterable[str]) -> list[str]:
@@ -252,6 +276,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in ("batch_size", "eval_batch_size", "epochs", "keep_checkpoints", "log_every_steps"):
     if int(t[key]) < 1:
       fail(f"config.train.{key}={t[key]} must be a positive whole number.")
+  vit_patch = re.match(r"vit_\w+_patch(\d+)_", str(config.model.name))
+  if vit_patch and int(d.image_size) % int(vit_patch.group(1)):
+    p = int(vit_patch.group(1))
+    fail(
+        f"config.data.image_size={d.image_size} is not a multiple of {config.model.name}'s "
+        f"{p}×{p} patches; use e.g. {max(p, int(d.image_size) // p * p)} or "
+        f"{(int(d.image_size) // p + 1) * p}."
+    )
   if int(a.batch_size) < 1:
     fail(f"config.analysis.batch_size={a.batch_size} must be a positive whole number.")
   size = int(d.image_size)
