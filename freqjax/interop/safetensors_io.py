@@ -91,7 +91,7 @@ def save(path: str, tensors: dict[str, np.ndarray], metadata: dict | None = None
   """Writes `tensors` as a .safetensors file (atomically)."""
   header, chunks, offset = {}, [], 0
   for name in sorted(tensors):
-    a = np.ascontiguousarray(tensors[name])
+    a = np.asarray(tensors[name], order="C")
     raw = a.astype(a.dtype.newbyteorder("<")).tobytes()
     header[name] = {
         "dtype": _NAMES[a.dtype.newbyteorder("=")],

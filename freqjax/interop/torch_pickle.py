@@ -115,7 +115,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, *unused):
   size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
   flat, offset = storage.data, int(storage_offset)
   if not size:
-    return flat[offset].copy()
+    return flat[offset : offset + 1].reshape(()).copy()
   extent = offset + sum((n - 1) * s for n, s in zip(size, stride)) + 1
   if min(size) > 0 and (offset < 0 or extent > flat.size or min(stride) < 0):
     raise errors.CheckpointError(
