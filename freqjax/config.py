@@ -168,19 +168,24 @@ def synthetic_defaults() -> ml_collections.ConfigDict:
 
 def from_dict(stored: dict) -> ml_collections.ConfigDict:
   """A config from its JSON form (a workdir's config.json): base_config() updated with the
-  stored values, JSON lists back to tuples, so it overrides and validates like the original."""
+  stored values, JSON lists back to tuples and "inf" back to floats, so it overrides and
+  validates like the original."""
 
-  def tupled(v):
-    return tuple(tupled(x) for x in v) if isinstance(v, list) else v
+  def like(default, value):
+    if isinstance(value, list):
+      same = isinstance(default, tuple) and len(default) == len(value)
+      return tuple(like(default[i] if same else None, v) for i, v in enumerate(value))
+    if isinstance(value, str) and value in ("inf", "-inf") and not isinstance(default, str):
+      return float(value)
+    return value
 
   def update(node: ml_collections.ConfigDict, values: dict):
     for key, value in values.items():
-      if isinstance(value, dict) and isinstance(node.get(key), ml_collections.ConfigDict):
+      default = node.get(key)
+      if isinstance(value, dict) and isinstance(default, ml_collections.ConfigDict):
         update(node[key], value)
-      elif key in node and node[key] is not None and value is not None:
-        node[key] = type(node[key])(tupled(value)) if isinstance(node[key], tuple) else value
       else:
-        node[key] = tupled(value)
+        node[key] = like(default, value)
 
   c = base_config()
   update(c, stored)
