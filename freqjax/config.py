@@ -120,13 +120,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.dynamics = ml_collections.ConfigDict()
   c.dynamics.every_steps = 0  # 0 = off; evaluate band-limited test views every N steps
   c.dynamics.until_step = 500  # last step evaluated
-  c.dynamics.views = (
-      "full",
-      "keep_b1",
-      "keep_b2",
-      "keep_b3",
-      "keep_b4",
-  )  # test views evaluated: full, keep_b<k>, remove_b<k>
+  # test views evaluated: full, keep_b<k>, remove_b<k>
+  c.dynamics.views = ("full", "keep_b1", "keep_b2", "keep_b3", "keep_b4")
   c.dynamics.bands = SYNTHETIC_BANDS  # radial bands [lo, hi) of the keep_b<k>/remove_b<k> views
   c.dynamics.threshold = 0.5  # a class is learned at the first step with TPR - FPR >= this
 
