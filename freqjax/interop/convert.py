@@ -428,7 +428,7 @@ def to_variables(
         raise errors.CheckpointError(
             f"The ViT's position embeddings were trained at another input size: {sizes}. "
             "Use the checkpoint's size (--image_size), or let freqjax resample them with "
-            "--config.model.interpolate_pos_embed=True (accuracy may drop)."
+            "--config.model.interpolate_pos_embed=True beside a --config (accuracy may drop)."
         )
       warnings.warn(f"Resampling the ViT's position embeddings: {sizes}.", stacklevel=2)
       a = resize_pos_embed(a, want[1])
