@@ -168,14 +168,14 @@ def import_model(
       logging.info("%s already holds this import of %s; nothing written.", wd.root, source)
     else:
       wd.claim_empty(ident, move_aside=move_aside, what=f"the model from {source}")
-      _write(wd, c, model, variables, imported)
+      _write(wd, c, variables, imported)
       result["written"] = True
   if io is not None:
     result.update(_check(model, variables, io, size, check))
   return result
 
 
-def _write(wd: workdir_lib.Workdir, c, model, variables, imported: dict) -> None:
+def _write(wd: workdir_lib.Workdir, c, variables, imported: dict) -> None:
   tx = state_lib.make_optimizer(c.train)
   params = variables["params"]
   state = state_lib.TrainState(
@@ -210,7 +210,6 @@ def _write(wd: workdir_lib.Workdir, c, model, variables, imported: dict) -> None
           "test_per_class_accuracy": None,
       },
   )
-  del model
 
 
 def _check(model, variables, io, size: int, path: str) -> dict:
