@@ -69,6 +69,14 @@ def workdir() -> str:
   return FLAGS.workdir
 
 
+def required(name: str) -> str:
+  """The value of the string flag --name, or a one-line error if it is not given."""
+  value = FLAGS[name].value
+  if not value:
+    raise errors.ConfigError(f"--{name} is required (see --help).")
+  return value
+
+
 def move_aside() -> bool:
   return bool(FLAGS.move_aside)
 

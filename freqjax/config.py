@@ -58,19 +58,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.kind = "synthetic"  # 'synthetic' | 'folder'
   c.data.name = "syn1_small"  # a label for logs and artifacts
   c.data.data_dir = ""  # prepared datasets; '' = $FREQJAX_DATA_DIR or ~/.cache/freqjax/datasets
-  c.data.image_size = 32
-  c.data.num_classes = 4
-  c.data.class_names = ("C0", "C1", "C2", "C3")
-  c.data.mean = SYNTHETIC_MEAN
-  c.data.std = SYNTHETIC_STD
+  c.data.image_size = 32  # input size in pixels (square)
+  c.data.num_classes = 4  # number of classes (= model outputs)
+  c.data.class_names = ("C0", "C1", "C2", "C3")  # one name per class, in class-index order
+  c.data.mean = SYNTHETIC_MEAN  # per-channel normalisation mean (RGB, in [0, 1])
+  c.data.std = SYNTHETIC_STD  # per-channel normalisation std (RGB)
   c.data.val_fraction = 0.1  # seeded 90/10 train/validation split of the train split
   c.data.in_memory_mb = 2048  # splits smaller than this are read into memory once
   c.data.synthetic = synthetic_defaults()
   # Folder datasets: <manual_dir>/<split>/<class folder>/<image>.
   c.data.manual_dir = ""
   c.data.class_folders = ()  # folder per class, in class-index order (WNID or name)
-  c.data.train_split = "train"
-  c.data.test_split = "val"
+  c.data.train_split = "train"  # split folder used for training (and validation)
+  c.data.test_split = "val"  # split folder used as the test set
   c.data.storage_size = 0  # train images stored at this size (0 = image_size)
   c.data.test_manual_dir = ""  # root of the test split, if not manual_dir (e.g. SIN studies)
   # A class folder in a split that no configured class claims: 'warn' (listed in the
@@ -81,52 +81,56 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.augment = ml_collections.ConfigDict()
   c.augment.crop = "pad_crop"  # 'pad_crop' | 'random_resized_crop' | 'none'
-  c.augment.pad = 4
+  c.augment.pad = 4  # pixels of padding before the random crop
   c.augment.pad_mode = "zeros"  # 'zeros' (torchvision Pad) | 'mean' | 'wrap' (circular)
-  c.augment.flip = True
-  c.augment.rrc_scale = (0.08, 1.0)
-  c.augment.rrc_ratio = (3.0 / 4.0, 4.0 / 3.0)
+  c.augment.flip = True  # random horizontal flip
+  c.augment.rrc_scale = (0.08, 1.0)  # RandomResizedCrop area range
+  c.augment.rrc_ratio = (3.0 / 4.0, 4.0 / 3.0)  # RandomResizedCrop aspect-ratio range
   c.augment.policy = "none"  # 'none' | 'autoaugment' | 'augmix' (after the crop)
   # DFM-X (Wang et al., ICCV 2023 workshop): each training image draws a class uniformly; if
   # it is another class, with probability p the (normalised) image is filtered by that
   # class's DFM (DC kept), as the authors' code does. dfms: a finished run's workdir or its
   # analysis/dfm.npz, or the authors' pickle ({class: 0/1 map}); '' = off.
   c.augment.dfmx = ml_collections.ConfigDict()
-  c.augment.dfmx.dfms = ""
-  c.augment.dfmx.p = 0.3
+  c.augment.dfmx.dfms = ""  # DFM-X's DFMs: a run's workdir, its dfm.npz, or a .pkl; '' = off
+  c.augment.dfmx.p = 0.3  # probability of filtering when another class is drawn
   c.augment.dfmx.threshold = 0.05  # which DFM of a dfm.npz (one of its thresholds)
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "resnet18"
-  c.model.width_multiplier = 1.0
+  c.model.name = "resnet18"  # a models registry name (resnet18, vgg16, vit_tiny_patch16_224, ...)
+  c.model.width_multiplier = 1.0  # scales every layer's channels (0.25 = width 16 ResNets)
   c.model.stem = "cifar"  # 'cifar' (paper) | 'imagenet'
   c.model.dtype = "float32"  # 'float32' | 'bfloat16' (compute; parameters stay float32)
   c.model.dropout_rate = 0.5  # AlexNet only
+  # ViTs imported at another image size than the checkpoint's: False = an error naming both
+  # sizes; True = resample the position embeddings (bicubic, with a warning).
+  c.model.interpolate_pos_embed = False
 
   c.train = ml_collections.ConfigDict()
   c.train.batch_size = 64  # global batch, over all devices and processes
-  c.train.epochs = 200
+  c.train.epochs = 200  # epochs to train
   c.train.max_steps = -1  # stop after this many steps (-1: run all epochs)
-  c.train.lr = 0.01
-  c.train.momentum = 0.9
-  c.train.nesterov = True
+  c.train.lr = 0.01  # initial SGD learning rate
+  c.train.momentum = 0.9  # SGD momentum
+  c.train.nesterov = True  # Nesterov momentum
   c.train.weight_decay = 1e-4  # L2 added to the gradient, as torch.optim.SGD does
-  c.train.plateau_factor = 0.1
-  c.train.plateau_patience = 10
+  c.train.plateau_factor = 0.1  # ReduceLROnPlateau: lr factor
+  c.train.plateau_patience = 10  # ReduceLROnPlateau: epochs without improvement
   c.train.plateau_threshold = 1e-4  # relative, as torch's ReduceLROnPlateau
-  c.train.eval_batch_size = 256
+  c.train.eval_batch_size = 256  # global batch for evaluation
   c.train.keep_checkpoints = 3  # the last N, plus the best by validation loss
   c.train.log_every_steps = 10  # also how often the loss is checked for NaN/inf (one host
   #                               sync each), besides every epoch end
   c.train.num_devices = 0  # 0 = every local device
-  c.train.prefetch = 2
-  c.train.progress = True
+  c.train.prefetch = 2  # batches prepared ahead
+  c.train.progress = True  # show a progress bar
 
   c.dynamics = ml_collections.ConfigDict()
   c.dynamics.every_steps = 0  # 0 = off; evaluate band-limited test views every N steps
-  c.dynamics.until_step = 500
+  c.dynamics.until_step = 500  # last step evaluated
+  # test views evaluated: full, keep_b<k>, remove_b<k>
   c.dynamics.views = ("full", "keep_b1", "keep_b2", "keep_b3", "keep_b4")
-  c.dynamics.bands = SYNTHETIC_BANDS
+  c.dynamics.bands = SYNTHETIC_BANDS  # radial bands [lo, hi) of the keep_b<k>/remove_b<k> views
   c.dynamics.threshold = 0.5  # a class is learned at the first step with TPR - FPR >= this
 
   c.analysis = ml_collections.ConfigDict()
@@ -134,18 +138,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.analysis.adcs = "paper"  # 'paper' | 'official'
   c.analysis.adcs_class_order = "config"  # 'config' | 'sorted' (folder names, as the
   #                                         authors' ImageFolder: their class indices)
-  c.analysis.patch_size = 1
+  c.analysis.patch_size = 1  # DFM candidate: a p×p patch of the spectrum
   c.analysis.candidates = "paired"  # 'paired' (true conjugate pairs) | 'official'
-  c.analysis.thresholds = (0.01, 0.05, 0.1, 0.2)
+  c.analysis.thresholds = (0.01, 0.05, 0.1, 0.2)  # DFM sizes, as fractions of H·W
   c.analysis.threshold = 0.05  # the DFM used for the shortcut test and figures
   c.analysis.memory_budget_mb = 0  # per device, for DFM candidate chunks; 0 = auto (GPU: 1/4
   #                                  of its memory, CPU: 1 GiB)
   c.analysis.batch_size = 256  # images per forward pass outside the DFM engine
   c.analysis.greedy = False  # also run DFM-X's greedy removal
-  c.analysis.greedy_tolerance = 6
-  c.analysis.greedy_parallel = 8
+  c.analysis.greedy_tolerance = 6  # greedy removal stops after this many failed steps
+  c.analysis.greedy_parallel = 8  # candidates removed per greedy step
   c.analysis.ood_dirs = ()  # folder test sets of the same classes, for OOD shortcut tests
-  c.analysis.ood_split = "val"
+  c.analysis.ood_split = "val"  # split folder of each OOD set
   # Also run the shortcut test with another run's DFMs (its workdir, a dfm.npz or the
   # authors' .pkl; at analysis.threshold): analysis/shortcut_dfms.npz. E.g. a DFM-X run
   # tested on the DFMs of the run it mitigates.
@@ -169,25 +173,51 @@ def base_config() -> ml_collections.ConfigDict:
 def synthetic_defaults() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
   s.band = 1  # Syn-k: C3 lives in band B_k
-  s.seed = 0
-  s.train_per_class = 2000
-  s.test_per_class = 500
-  s.size = 32
-  s.bands = SYNTHETIC_BANDS
-  s.num_control = 6
-  s.num_distractors = 6
-  s.c3_vocabulary = 6
-  s.specials_per_class = 2
-  s.min_separation = 2
-  s.control_per_image = 3
-  s.distractors_per_image = 2
-  s.control_amplitude = (0.5, 1.0)
-  s.c3_amplitude = (0.5, 1.0)
-  s.special_amplitude = (0.3, 0.6)
-  s.distractor_amplitude = (0.2, 0.5)
-  s.min_luminance_contrast = 0.3
-  s.noise_sigma = 0.02
+  s.seed = 0  # generator seed
+  s.train_per_class = 2000  # train images per class
+  s.test_per_class = 500  # test images per class
+  s.size = 32  # image size of the generated set
+  s.bands = SYNTHETIC_BANDS  # radial bands [lo, hi) in cycles per image
+  s.num_control = 6  # control frequencies in the pool
+  s.num_distractors = 6  # distractor frequencies in the pool
+  s.c3_vocabulary = 6  # frequencies C3 draws from
+  s.specials_per_class = 2  # special frequencies of C0 and C1
+  s.min_separation = 2  # minimum distance between planted frequencies
+  s.control_per_image = 3  # control frequencies per image
+  s.distractors_per_image = 2  # distractor frequencies per image
+  s.control_amplitude = (0.5, 1.0)  # amplitude range of control frequencies
+  s.c3_amplitude = (0.5, 1.0)  # amplitude range of C3's frequencies
+  s.special_amplitude = (0.3, 0.6)  # amplitude range of C0/C1's special frequencies
+  s.distractor_amplitude = (0.2, 0.5)  # amplitude range of distractors
+  s.min_luminance_contrast = 0.3  # minimum contrast of an image
+  s.noise_sigma = 0.02  # pixel noise std
   return s
+
+
+def from_dict(stored: dict) -> ml_collections.ConfigDict:
+  """A config from its JSON form (a workdir's config.json): base_config() updated with the
+  stored values, JSON lists back to tuples and "inf" back to floats, so it overrides and
+  validates like the original."""
+
+  def like(default, value):
+    if isinstance(value, list):
+      same = isinstance(default, tuple) and len(default) == len(value)
+      return tuple(like(default[i] if same else None, v) for i, v in enumerate(value))
+    if isinstance(value, str) and value in ("inf", "-inf") and not isinstance(default, str):
+      return float(value)
+    return value
+
+  def update(node: ml_collections.ConfigDict, values: dict):
+    for key, value in values.items():
+      default = node.get(key)
+      if isinstance(value, dict) and isinstance(default, ml_collections.ConfigDict):
+        update(node[key], value)
+      else:
+        node[key] = like(default, value)
+
+  c = base_config()
+  update(c, stored)
+  return c
 
 
 def parse_variant(arg: str | None, valid: Iterable[str]) -> list[str]:
@@ -285,6 +315,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for key in ("batch_size", "eval_batch_size", "epochs", "keep_checkpoints", "log_every_steps"):
     if int(t[key]) < 1:
       fail(f"config.train.{key}={t[key]} must be a positive whole number.")
+  vit_patch = re.match(r"vit_\w+_patch(\d+)_", str(config.model.name))
+  if vit_patch and int(d.image_size) % int(vit_patch.group(1)):
+    p = int(vit_patch.group(1))
+    fail(
+        f"config.data.image_size={d.image_size} is not a multiple of {config.model.name}'s "
+        f"{p}×{p} patches; use e.g. {max(p, int(d.image_size) // p * p)} or "
+        f"{(int(d.image_size) // p + 1) * p}."
+    )
   if int(a.batch_size) < 1:
     fail(f"config.analysis.batch_size={a.batch_size} must be a positive whole number.")
   size = int(d.image_size)
@@ -338,3 +376,47 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.augment.policy={config.augment.policy!r}; use 'none', 'autoaugment' or "
         "'augmix'."
     )
+
+
+def field_help() -> dict[str, str]:
+  """{'train.lr': 'its comment in base_config()'}: the one-line meaning of each field, read
+  from the comments beside the assignments in this module's source."""
+  import inspect  # pylint: disable=g-import-not-at-top
+
+  out, last, above = {}, None, []
+  source = inspect.getsource(base_config) + inspect.getsource(synthetic_defaults)
+  for line in source.splitlines():
+    m = re.match(r"\s*([cs])\.([\w.]+)\s*=\s*[^#]*?(?:#\s*(.*))?$", line)
+    if m:
+      path = m.group(2) if m.group(1) == "c" else f"data.synthetic.{m.group(2)}"
+      text = m.group(3) or " ".join(above)
+      if text:
+        out[path] = text.strip()
+      last, above = path, []
+      continue
+    cont = re.match(r"\s*#(\s*)(.*)$", line)
+    if cont and len(cont.group(1)) >= 5 and last in out:  # an inline comment, continued
+      out[last] += " " + cont.group(2).strip()
+    elif cont:  # a comment above the next field
+      above.append(cont.group(2).strip())
+      last = None
+    else:
+      last, above = None, []
+  return out
+
+
+def describe(config: ml_collections.ConfigDict) -> list[str]:
+  """One line per field: `path = value  # meaning` (the value as this config sets it)."""
+  helps, lines = field_help(), []
+
+  def walk(node, prefix):
+    for key in sorted(node.keys()):
+      value, path = node[key], f"{prefix}{key}"
+      if isinstance(value, ml_collections.ConfigDict):
+        walk(value, path + ".")
+      else:
+        meaning = f"  # {helps[path]}" if path in helps else ""
+        lines.append(f"{path} = {value!r}{meaning}")
+
+  walk(config, "")
+  return lines

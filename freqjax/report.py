@@ -15,6 +15,35 @@ def _table(header, rows) -> str:
   return "\n".join(out)
 
 
+def _training_section(summary: dict, train: dict, names) -> list[str]:
+  analysed = ["test accuracy (analysed)"] + [f"{a:.3f}" for a in summary["test_per_class_accuracy"]]
+  if train.get("imported"):  # a model trained elsewhere (launch/import_model.py)
+    imp = train["imported"]
+    return [
+        "## Model",
+        f"Imported from `{imp['source']}` ({imp['format']}, {imp['naming']} naming), not "
+        f"trained here. Test accuracy: **{100 * summary['test_accuracy']:.2f}%**.",
+        "",
+        _table(["class"] + names, [analysed]),
+        "",
+    ]
+  return [
+      "## Training",
+      f"Test accuracy of the analysed checkpoint (step {summary['checkpoint_step']}): "
+      f"**{100 * summary['test_accuracy']:.2f}%**; of the last one (step {train['steps']}, "
+      f"{train['epochs_completed']} epochs): {100 * train['test_accuracy']:.2f}%.",
+      "",
+      _table(
+          ["class"] + names,
+          [
+              analysed,
+              ["test accuracy (last)"] + [f"{a:.3f}" for a in train["test_per_class_accuracy"]],
+          ],
+      ),
+      "",
+  ]
+
+
 def render(config, workdir, summary: dict) -> str:
   wd = workdir_lib.Workdir(workdir)
   workdir = wd.root
@@ -35,20 +64,7 @@ def render(config, workdir, summary: dict) -> str:
       f"(`{config.analysis.checkpoint}` by validation loss), dataset `{config.data.name}` "
       f"({config.data.image_size}×{config.data.image_size}, {len(names)} classes).",
       "",
-      "## Training",
-      f"Test accuracy of the analysed checkpoint (step {summary['checkpoint_step']}): "
-      f"**{100 * summary['test_accuracy']:.2f}%**; of the last one (step {train['steps']}, "
-      f"{train['epochs_completed']} epochs): {100 * train['test_accuracy']:.2f}%.",
-      "",
-      _table(
-          ["class"] + names,
-          [
-              ["test accuracy (analysed)"]
-              + [f"{a:.3f}" for a in summary["test_per_class_accuracy"]],
-              ["test accuracy (last)"] + [f"{a:.3f}" for a in train["test_per_class_accuracy"]],
-          ],
-      ),
-      "",
+      *_training_section(summary, train, names),
       "## ADCS (which frequencies distinguish each class)",
       f"Variant: `{config.analysis.adcs}`.",
       "",

@@ -149,6 +149,24 @@ class Workdir:
       artifacts.write_json(self.run_file, identity)
     parallel.sync("freqjax_claim_workdir")
 
+  def claim_empty(self, identity: dict, *, move_aside: bool = False, what: str = "") -> None:
+    """`claim` for a launch that writes a whole run at once (a model import): refuses a
+    workdir that holds any run's work (checkpoints, training logs), even of the same model,
+    unless `move_aside` (the old run is renamed, never deleted)."""
+    parallel.sync("freqjax_claim_empty_read")
+    busy = self.holds_a_run()
+    parallel.sync("freqjax_claim_empty_decided")
+    if busy and not move_aside:
+      raise errors.WorkdirError(
+          f"Workdir {self.root} already holds a run (checkpoints or training logs); writing "
+          f"{what or 'a new run'} there would mix the two. Nothing was written. Use a new "
+          f"--workdir, or pass --move_aside to move the old run to {self.root}.moved-<time> "
+          "(it is kept, not deleted)."
+      )
+    if busy:
+      self._move_aside()
+    self.claim(identity)
+
   def _move_aside(self) -> None:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     dest = f"{self.root}.moved-{stamp}"

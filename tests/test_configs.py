@@ -97,3 +97,16 @@ def test_bad_values_fail_with_the_fix(field, value, message):
   node[key] = value
   with pytest.raises(errors.ConfigError, match=message):
     config_lib.validate(c)
+
+
+def test_every_field_is_listed_with_its_value_and_most_with_a_meaning():
+  from freqjax import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  c = config_lib.base_config()
+  lines = config_lib.describe(c)
+  leaves = [line.split(" = ")[0] for line in lines]
+  assert (
+      len(leaves) == len(set(leaves)) and "train.lr" in leaves and "data.synthetic.band" in leaves
+  )
+  assert "model.interpolate_pos_embed = False  # ViTs imported" in "\n".join(lines)
+  assert sum("  # " in line for line in lines) > len(lines) // 2

@@ -261,3 +261,56 @@ def load_rgb(path: str, size: int) -> Decoded:
     reason = f"{type(e).__name__}: {e}"
     logging.warning("Skipping unreadable image %s (%s)", path, reason)
     return Decoded(None, None, None, reason)
+
+
+def discover_classes(root: str | os.PathLike, split: str) -> list[str]:
+  """The class folders of `<root>/<split>` in sorted order (torchvision's ImageFolder order);
+  DatasetError when there are none, or when some hold no image (naming them)."""
+  split_dir = pathlib.Path(root) / split
+  if not split_dir.is_dir():
+    raise errors.DatasetError(
+        f"{split_dir} does not exist; a folder dataset is laid out as "
+        "<root>/<split>/<class folder>/<image> (e.g. train/cat/1.jpg, test/cat/2.jpg)."
+    )
+  classes = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and p.name[0] != ".")
+  if not classes:
+    raise errors.DatasetError(
+        f"{split_dir} has no class folders; put each class's images in "
+        f"{split_dir}/<class name>/."
+    )
+  empty = [c for c in classes if not _image_files(split_dir / c)]
+  if empty:
+    raise errors.DatasetError(
+        f"Class folder(s) with no images in {split_dir}: {', '.join(empty)} (images are files "
+        f"ending in {', '.join(sorted(IMAGE_EXTENSIONS))}). Add images or remove the folders."
+    )
+  return classes
+
+
+_STATS_CACHE: dict = {}
+
+
+def channel_stats(
+    root: str | os.PathLike, split: str, classes: Sequence[str], size: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+  """Per-channel mean and std in [0, 1] of the split's images resized to size×size as they
+  are stored (torchvision's transforms.Normalize statistics, computed in float64)."""
+  key = (os.path.abspath(root), split, tuple(classes), int(size))
+  if key not in _STATS_CACHE:
+    total, total_sq, count = np.zeros(3), np.zeros(3), 0
+    for c in classes:
+      for path, _ in _image_files(pathlib.Path(root) / split / c):
+        img = load_rgb(str(path), size).image
+        if img is None:
+          continue
+        x = img.reshape(-1, 3).astype(np.float64) / 255.0
+        total, total_sq, count = total + x.sum(0), total_sq + (x**2).sum(0), count + len(x)
+    if not count:
+      raise errors.DatasetError(f"No readable images in {pathlib.Path(root) / split}.")
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    _STATS_CACHE[key] = (
+        tuple(round(float(m), 6) for m in mean),
+        tuple(round(float(s), 6) for s in std),
+    )
+  return _STATS_CACHE[key]

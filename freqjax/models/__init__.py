@@ -3,9 +3,11 @@
     model = models.create("resnet18", num_classes=10, width_multiplier=0.25)
     variables = models.init(model, rng, image_size=32)
 
-Every model is a Flax linen module called as `model.apply(variables, x, train=...)` with x
-NHWC float32 (normalised images) and returns logits (N, num_classes). Variables hold
-'params' and 'batch_stats' (BatchNorm running statistics).
+Names: resnet18/34/50/101, vgg11/13/16/19, alexnet, and timm's ViTs
+vit_{tiny,small,base}_patch{8,16,32}_224 (`freqjax.models.vit`). Every model is a Flax linen
+module called as `model.apply(variables, x, train=...)` with x NHWC float32 (normalised
+images) and returns logits (N, num_classes). Variables hold
+'params' and, for the convolutional nets, 'batch_stats' (BatchNorm running statistics).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 from freqjax.models.alexnet import AlexNet
 from freqjax.models.resnet import BasicBlock, Bottleneck, ResNet
 from freqjax.models.vgg import CONFIGS as _VGG_CONFIGS, VGG
+from freqjax.models.vit import create as _vit, variants as _vit_variants
 
 _REGISTRY: dict[str, Callable] = {
     "resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block=BasicBlock),
@@ -27,6 +30,7 @@ _REGISTRY: dict[str, Callable] = {
     "resnet101": functools.partial(ResNet, stage_sizes=(3, 4, 23, 3), block=Bottleneck),
     "alexnet": AlexNet,
     **{name: functools.partial(VGG, layout=layout) for name, layout in _VGG_CONFIGS.items()},
+    **{name: functools.partial(_vit, **spec) for name, spec in _vit_variants().items()},
 }
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -87,3 +87,20 @@ def test_pytorch_default_init_scale():
   bound = 1 / np.sqrt(27)  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = 3*3*3
   for p in (np.asarray(v["kernel"]), np.asarray(v["bias"])):
     assert np.abs(p).max() <= bound and np.abs(p).max() > 0.8 * bound
+
+
+def test_vit_base_patch8_has_timms_parameter_count():
+  assert _count("vit_base_patch8_224", 10, size=224) == 85_815_562  # manifest.json
+  assert _count("vit_base_patch8_224", 1000, size=224) == 86_576_872
+
+
+def test_every_vit_variant_builds_at_32_px_and_a_patch_must_divide_the_size():
+  from freqjax import config as config_lib, errors  # pylint: disable=g-import-not-at-top
+
+  for name in models.names():
+    if name.startswith("vit_"):
+      assert _count(name, 4, size=32, width_multiplier=0.25) > 0
+  c = config_lib.base_config()
+  c.model.name, c.data.image_size = "vit_tiny_patch16_224", 40
+  with pytest.raises(errors.ConfigError, match="not a multiple of.*16×16 patches; use e.g. 32"):
+    config_lib.validate(c)
