@@ -13,7 +13,7 @@ import pytest
 from nbclient import NotebookClient
 
 from freqjax import artifacts, errors, pipeline
-from freqjax.stages import context, dfm as dfm_stage
+from freqjax.stages import context, dfm as dfm_stage, shortcut as shortcut_stage
 from freqjax.studies import learning_dynamics
 from tests.conftest import REPO, tiny_synthetic_config
 
@@ -214,6 +214,14 @@ def test_dfmx_run_is_another_run_and_is_compared_on_the_dfms_it_mitigates(run, d
   assert result["on_before_dfms"]["tpr_after"] == on_before["tpr"].tolist()
   assert result["on_own_dfms"]["fpr_after"] == own["fpr"].tolist()
   assert "| mean |" in out.stdout and (after / "figures" / "before_after.png").exists()
+  # Tested on the other run's DFMs before it has DFMs of its own: the same result.
+  early = after.parent / "dfmx_no_own_dfms"
+  shutil.copytree(after, early)
+  for f in ("dfm.npz", "scores.npz", "shortcut.npz", "shortcut_dfms.npz"):
+    (early / "analysis" / f).unlink()
+  art = shortcut_stage.run(d, str(early))
+  np.testing.assert_array_equal(art["confusion"], on_before["confusion"])
+  assert not (early / "analysis" / "shortcut.npz").exists()
 
 
 def test_notebook_runs_top_to_bottom(run, dfmx_run):

@@ -62,13 +62,11 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
   for name, path, x, y, dfms, dfms_fp in sets:
     fp = ctx.fingerprint("shortcut", name, float(a.threshold), dfms_fp)
 
-    def compute(x=x, y=y, name=name, dfms=dfms):
+    def compute(x=x, y=y, name=name, dfms=dfms, dfms_fp=dfms_fp):
       res = shortcut.run(
           ctx.apply_fn, ctx.variables, ctx.mesh, x, y, dfms, batch_size=int(a.batch_size)
       )
-      return res, ctx.meta(
-          threshold=float(a.threshold), test_set=name, patch_size=dfm_art.meta["patch_size"]
-      )
+      return res, ctx.meta(threshold=float(a.threshold), test_set=name, dfms_fingerprint=dfms_fp)
 
     art = context.cached(path, "shortcut", fp, compute)
     if parallel.is_main_process():
