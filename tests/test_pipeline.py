@@ -249,7 +249,7 @@ def test_notebook_runs_top_to_bottom(run, dfmx_run):
   assert "1.00 | 1.00 | 1.00 | 1.00" in text  # the run compared with itself: IoU 1
   assert "resnet18 vs vgg11" in text
   assert "TPR before | TPR after" in text  # the before/after (DFM-X) comparison
-  assert "api.analyze, DFMs at 25% of 8×8 patches" in text  # the Python API on the run's model
+  assert "api.analyze, DFMs at 25% of 8" in text  # the Python API on the run's model
 
 
 def test_learning_dynamics_study_reports_the_learning_order(tmp_path):
