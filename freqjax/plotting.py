@@ -348,8 +348,6 @@ def compare_runs(
     hi = max(float(h.max()) for h in heats)
     sub = axes[0, 2]
     sub.axis("off")
-    inner = sub.inset_axes([0, 0, 1, 1])
-    inner.axis("off")
     for i, (lab, r) in enumerate((k, v) for k, v in runs.items() if "heat" in v):
       a = sub.inset_axes([i / len(heats), 0.05, 1 / len(heats) - 0.02, 0.85])
       a.imshow(r["heat"], cmap="jet", vmin=0, vmax=hi, extent=_extent(r["heat"].shape[-1]))

@@ -77,12 +77,17 @@ def class_sensitivity(
   return sums / np.maximum(counts, 1)[:, None, None], counts
 
 
+def radii(size: int) -> np.ndarray:
+  """(S, S) int: each cell's distance from DC in the centred layout, rounded."""
+  u = np.arange(size) - size // 2
+  return np.rint(np.hypot(u[:, None], u[None, :])).astype(int)
+
+
 def radial_average(maps: np.ndarray) -> np.ndarray:
   """(..., S, S) centred maps -> (..., R): mean over cells at integer radius r = 0..R-1
   (r = round(|(u, v)|), R = the largest radius + 1)."""
   s = maps.shape[-1]
-  u = np.arange(s) - s // 2
-  r = np.rint(np.hypot(u[:, None], u[None, :])).astype(int).ravel()
+  r = radii(s).ravel()
   counts = np.bincount(r)
   flat = maps.reshape(maps.shape[:-2] + (-1,))
   sums = np.stack(

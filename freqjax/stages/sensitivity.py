@@ -51,9 +51,7 @@ def summary_text(art: artifacts.Artifact, class_names) -> str:
   """Per class, the radius holding the most sensitivity mass and the share below radius 4."""
   radial = art["radial"]
   lines = [f"Fourier sensitivity (∇ of the {art.meta['target']}), by class:"]
-  s = art["sensitivity"].shape[-1]
-  u = np.arange(s) - s // 2
-  r = np.rint(np.hypot(u[:, None], u[None, :]))
+  r = sens_lib.radii(art["sensitivity"].shape[-1])
   for c, name in enumerate(class_names):
     m = art["sensitivity"][c]
     low = float(m[r < 4].sum() / max(m.sum(), 1e-300))

@@ -26,7 +26,9 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
   a = config.analysis
   sets = []
   own = ctx.wd.artifact("dfm")
-  if os.path.exists(own) or not a.shortcut_dfms:  # with other DFMs, the run's own may wait
+  # With other DFMs to test on, the run's own may not exist yet (nor its OOD tests).
+  has_own = os.path.exists(own) or not a.shortcut_dfms
+  if has_own:
     dfm_art = artifacts.load(own, "dfm")
     maps = dfm_summary.dfm_at(dfm_art, float(a.threshold))
     dfm_fp = dfm_art.meta.get("fingerprint")
@@ -44,7 +46,7 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
         ("test, DFMs of " + a.shortcut_dfms, ctx.wd.artifact("shortcut", "_dfms"), ctx.images,
          ctx.labels, other, digest)
     )  # fmt: skip
-  for root in a.ood_dirs if sets and sets[0][0] == "test" else ():
+  for root in a.ood_dirs if has_own else ():
     name = ood_name(root)
     ood = datasets.prepare_ood(config.data, root, a.ood_split, label=f"ood_{name}")
     x, y = ood.arrays("test")
