@@ -186,9 +186,14 @@ def identity(config, dataset_path: str | None) -> dict:
   """What defines a run: a launch whose config differs in any of these is another run."""
   ident = identity_from_dict(config.to_dict() if hasattr(config, "to_dict") else config)
   ident["dataset"] = dataset_fingerprint(dataset_path) if dataset_path else None
-  if hasattr(config, "augment") and config.augment.dfmx.dfms and config.augment.dfmx.p > 0:
+  if hasattr(config, "augment") and _dfmx_on(config.augment.dfmx):
     ident["augment.dfmx"] = _dfmx_identity(config)
   return ident
+
+
+def _dfmx_on(dfmx) -> bool:
+  """DFM-X is on when it names DFMs and p > 0 (as `augment.dfmx_keep_masks`)."""
+  return bool(dfmx.get("dfms")) and float(dfmx.get("p", 0.0)) > 0.0
 
 
 def _dfmx_identity(config) -> str:
@@ -214,7 +219,7 @@ def identity_from_dict(c: dict) -> dict:
       "seed": int(c["seed"]),
       "dataset": None,
       # Training with DFM-X makes another run; set by `identity` (it reads the DFMs).
-      "augment.dfmx": None if (c.get("augment", {}).get("dfmx") or {}).get("dfms") else "off",
+      "augment.dfmx": None if _dfmx_on((c.get("augment") or {}).get("dfmx") or {}) else "off",
   }
 
 

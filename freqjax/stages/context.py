@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from freqjax import artifacts, parallel, workdir as workdir_lib
+from freqjax import artifacts, errors, parallel, workdir as workdir_lib
 from freqjax.data import augment
 from freqjax.training import loop
 
@@ -105,11 +105,21 @@ def load_data(config, workdir) -> Context:
   from freqjax.data import datasets  # pylint: disable=g-import-not-at-top
 
   ds = datasets.prepare(config.data)
+  wd = workdir_lib.Workdir(workdir)
+  recorded = wd.recorded_identity()
+  if recorded is not None:  # never replace another run's analysis with this config's
+    diff = workdir_lib.identity_diff(recorded, workdir_lib.identity(config, ds.path))
+    if diff:
+      fields = "; ".join(f"{k}: {a!r} in the workdir, {b!r} now" for k, a, b in diff)
+      raise errors.WorkdirError(
+          f"Workdir {wd.root} holds another run ({fields}); its analysis was left as it is. "
+          "Use a new --workdir for this config."
+      )
   images, labels = ds.arrays("test")
   mesh = parallel.make_mesh(int(config.train.num_devices))
   return Context(
       config,
-      workdir_lib.Workdir(workdir),
+      wd,
       None,
       None,
       {},

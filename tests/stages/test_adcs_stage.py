@@ -45,3 +45,28 @@ def test_adcs_from_the_dataset_alone_in_the_authors_class_order(shared_data, tmp
   want, _ = _official_numpy(x, np.array(labels), len(folders))
   np.testing.assert_array_equal(art["adcs"], want)
   assert (workdir / "figures" / "adcs.png").exists()
+
+
+def test_adcs_of_another_config_never_replaces_a_run_s_analysis(shared_data, tmp_path):
+  from freqjax import workdir as workdir_lib
+  from tests.conftest import load_config
+
+  workdir = tmp_path / "syn1_run"
+  wd = workdir_lib.Workdir(str(workdir))
+  wd.claim(workdir_lib.identity(load_config("configs/synthetic.py:syn1"), None))
+  (workdir / "analysis").mkdir()
+  (workdir / "analysis" / "adcs.npz").write_bytes(b"the run's own ADCS")
+  out = launch(
+      "adcs",
+      [
+          f"--config={REPO}/configs/tiny_imagenet10.py",
+          f"--workdir={workdir}",
+          f"--config.data.data_dir={tmp_path / 'data'}",
+      ],
+      devices=1,
+  )
+  assert out.returncode == 2, out.stderr[-3000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert "holds another run" in last and "class_names" in last, last
+  assert (workdir / "analysis" / "adcs.npz").read_bytes() == b"the run's own ADCS"
+  assert not (workdir / "figures").exists()
