@@ -237,3 +237,202 @@ def official_forward_count(labels_in_order: np.ndarray, batch: int = 100) -> int
       if (chunk == c).any():
         total += len(chunk)
   return total
+
+
+def search_comparison(
+    config,
+    workdir: str,
+    methods=("screened", "coarse_to_fine"),
+    screen_targets=(),
+    images_per_class: int = 0,
+) -> dict:
+  """Each fast DFM search against the exhaustive ranking on one trained run.
+
+  The methods run on the first `images_per_class` test images of each class (0: all); the
+  shortcut test uses the whole test set. Every result is kept under
+  <workdir>/analysis/bench_search/<fingerprint>/ (resumable; a rerun reuses finished
+  methods, reporting the seconds they took when they ran). With all images, a fresh exhaustive
+  analysis/scores.npz of the run is reused as the reference.
+  """
+  # pylint: disable=g-import-not-at-top
+  import os
+
+  from freqjax.data import datasets
+  from freqjax.evaluation import search_compare
+  from freqjax.spectral import search
+  from freqjax.stages import context, dfm as dfm_stage
+
+  ctx = context.load_context(config, workdir)
+  a = config.analysis
+  cands = dfm_stage.candidates(config)
+  num_classes = len(ctx.class_names)
+  take = np.concatenate(
+      [np.nonzero(ctx.labels == c)[0][: images_per_class or None] for c in range(num_classes)]
+  )
+  images, labels = ctx.images[take], ctx.labels[take]
+  n_used = len(take)
+  root = os.path.join(
+      ctx.wd.bench_search, ctx.fingerprint("bench_search", cands.describe(), take.tolist())
+  )
+  art_ok = lambda path, fp: context.fresh(path, "scores", fp)
+
+  def result(name: str, method: str, overrides: dict | None = None):
+    settings = dict(search.settings(config, method), **(overrides or {}))
+    fp = search._key([settings, take.tolist()])  # pylint: disable=protected-access
+    path = os.path.join(root, f"{name}.npz")
+    art = art_ok(path, fp)
+    if art is not None:
+      return art
+    if method == "exhaustive" and n_used == len(ctx.labels):
+      own = art_ok(ctx.wd.artifact("scores"), ctx.fingerprint("scores", cands.describe()))
+      if own is not None:
+        return own
+    print(f"bench_search: running {name} on {n_used} images ...", flush=True)
+    r = search.run(
+        config,
+        ctx.apply_fn,
+        ctx.variables,
+        ctx.mesh,
+        images,
+        labels,
+        ctx.class_names,
+        method=method,
+        store_root=os.path.join(root, f"{name}_partial"),
+        progress=config.train.progress,
+        overrides=overrides,
+    )
+    meta = dict(seconds=r.seconds, forward_equivalents=r.forwards, search=settings, **r.info)
+    if parallel.is_main_process():
+      from freqjax import artifacts
+
+      artifacts.save(path, "scores", r.arrays(), dict(meta, fingerprint=fp))
+    parallel.sync(f"bench_search_{name}")
+    import shutil
+
+    shutil.rmtree(os.path.join(root, f"{name}_partial"), ignore_errors=True)
+    return art_ok(path, fp)
+
+  ref = result("exhaustive", "exhaustive")
+  ref_forwards = float(n_used * len(cands))
+  ref_seconds = float(ref.meta.get("seconds") or 0.0)
+  base = search_compare.class_losses(
+      ctx.apply_fn, ctx.variables, ctx.mesh, images, labels, num_classes, int(a.batch_size)
+  )
+  planted = datasets.planted_masks(ctx.dataset)
+  t = float(a.threshold)
+  ref_map = ref["scores"]
+  tpr_ref, fpr_ref = search_compare.tpr_fpr(
+      ctx.apply_fn,
+      ctx.variables,
+      ctx.mesh,
+      ctx.images,
+      ctx.labels,
+      search_compare.top(ref_map, t),
+      int(a.batch_size),
+  )
+  runs = [(m, m, None) for m in methods]
+  runs += [(f"screened_{tg}", "screened", {"target": tg}) for tg in screen_targets]
+  figures = {
+      "exhaustive_forwards": ref_forwards,
+      "exhaustive_seconds": ref_seconds,
+      "images_used": n_used,
+      "candidates": len(cands),
+      "classes": list(ctx.class_names),
+      "threshold": t,
+      "tpr_exhaustive": tpr_ref.tolist(),
+      "fpr_exhaustive": fpr_ref.tolist(),
+  }
+  if planted is not None:
+    figures["exhaustive_planted_recall5"] = (
+        (search_compare.top(ref_map, t) & planted).sum((1, 2)) / planted.sum((1, 2))
+    ).tolist()
+  rows, per_class = [], []
+  for name, method, overrides in runs:
+    art = result(name, method, overrides)
+    key = art.arrays.get("dfm_key", art["scores"])
+    cmp = search_compare.compare(ref_map, key, base, planted=planted, thresholds=(t, 0.01))
+    tpr, fpr = search_compare.tpr_fpr(
+        ctx.apply_fn,
+        ctx.variables,
+        ctx.mesh,
+        ctx.images,
+        ctx.labels,
+        search_compare.top(key, t),
+        int(a.batch_size),
+    )
+    fwd = float(art.meta["forward_equivalents"])
+    tag5 = f"{round(t * 100):d}"
+    f = {
+        f"{name}_forwards": fwd,
+        f"{name}_speedup": ref_forwards / fwd,
+        f"{name}_seconds": float(art.meta["seconds"]),
+        f"{name}_mass5": float(cmp[f"mass{tag5}"].min()),
+        f"{name}_iou5": float(cmp[f"iou{tag5}"].mean()),
+        f"{name}_iou1": float(cmp["iou1"].mean()),
+        f"{name}_max_tpr_diff": float(np.abs(tpr - tpr_ref).max()),
+        f"{name}_max_fpr_diff": float(np.abs(fpr - fpr_ref).max()),
+        f"{name}_mass5_per_class": cmp[f"mass{tag5}"].tolist(),
+        f"{name}_iou5_per_class": cmp[f"iou{tag5}"].tolist(),
+        f"{name}_tpr_diff_per_class": (tpr - tpr_ref).tolist(),
+        f"{name}_fpr_diff_per_class": (fpr - fpr_ref).tolist(),
+    }
+    if planted is not None:
+      f[f"{name}_planted_recall5"] = cmp[f"planted_recall{tag5}"].tolist()
+    if "estimated_missed_per_class" in art.meta:
+      f[f"{name}_estimated_missed"] = art.meta["estimated_missed_per_class"]
+    figures.update(f)
+    rows.append(name)
+    per_class.append((name, cmp[f"mass{tag5}"], cmp[f"iou{tag5}"], tpr - tpr_ref, fpr - fpr_ref))
+  figures["methods"] = rows
+  figures["per_class"] = [
+      {
+          "method": n,
+          "mass5": m.tolist(),
+          "iou5": i.tolist(),
+          "dtpr": dt.tolist(),
+          "dfpr": df.tolist(),
+      }
+      for n, m, i, dt, df in per_class
+  ]
+  return figures
+
+
+def search_table(r: dict) -> list[tuple[str, str]]:
+  """The readable rows of `search_comparison`'s figures."""
+  rows = [
+      (
+          "exhaustive",
+          f"{r['exhaustive_forwards']:,.0f} forwards, {r['exhaustive_seconds']:.0f} s "
+          f"({r['candidates']} candidates × {r['images_used']} images)",
+      )
+  ]
+  for m in r["methods"]:
+    rows.append(
+        (
+            m,
+            f"{r[m + '_forwards']:,.0f} fwd-eq ({r[m + '_speedup']:.1f}× fewer), "
+            f"{r[m + '_seconds']:.0f} s; mass5 min {r[m + '_mass5']:.3f}; IoU5 "
+            f"{r[m + '_iou5']:.3f}, IoU1 {r[m + '_iou1']:.3f}; max |ΔTPR| "
+            f"{r[m + '_max_tpr_diff']:.3f}, |ΔFPR| {r[m + '_max_fpr_diff']:.3f}",
+        )
+    )
+  names = r["classes"]
+  for pc in r["per_class"]:
+    m = pc["method"]
+    for c, name in enumerate(names):
+      extra = ""
+      if m + "_planted_recall5" in r:
+        extra = (
+            f", planted recall {r[m + '_planted_recall5'][c]:.2f} (exhaustive "
+            f"{r['exhaustive_planted_recall5'][c]:.2f})"
+        )
+      if m + "_estimated_missed" in r:
+        extra += f", est. missed {r[m + '_estimated_missed'][c]:.1f}"
+      rows.append(
+          (
+              f"  {m} / {name}",
+              f"mass5 {pc['mass5'][c]:.3f}  IoU5 {pc['iou5'][c]:.3f}  ΔTPR "
+              f"{pc['dtpr'][c]:+.3f}  ΔFPR {pc['dfpr'][c]:+.3f}{extra}",
+          )
+      )
+  return rows

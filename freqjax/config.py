@@ -140,6 +140,19 @@ def base_config() -> ml_collections.ConfigDict:
   #                                         authors' ImageFolder: their class indices)
   c.analysis.patch_size = 1  # DFM candidate: a p×p patch of the spectrum
   c.analysis.candidates = "paired"  # 'paired' (true conjugate pairs) | 'official'
+  # How DFMs are searched: 'exhaustive' (every candidate; the reference) | 'screened' |
+  # 'coarse_to_fine' | 'hfss' (see freqjax/spectral/search.py and the README's table).
+  c.analysis.search = "exhaustive"
+  c.analysis.screen = ml_collections.ConfigDict()
+  c.analysis.screen.target = "margin"  # what the screen differentiates: 'ce' | 'logit' |
+  #                                      'margin' (true logit's lead over the best other)
+  c.analysis.screen.multiple = 1.5  # candidates scored exactly, × the DFM's candidates
+  c.analysis.screen.audit = 8  # random others scored exactly, to estimate what was missed
+  c.analysis.screen.steps = 1  # 1: the gradient; n > 1: integrated gradients, n points
+  c.analysis.coarse_to_fine = ml_collections.ConfigDict()
+  c.analysis.coarse_to_fine.levels = ml_collections.config_dict.placeholder(tuple)  # patch
+  #                     sizes, coarse to fine, ending at patch_size; None: e.g. (8, 4, 2, 1)
+  c.analysis.coarse_to_fine.multiple = 2.0  # refine the best patches covering this × DFM
   c.analysis.thresholds = (0.01, 0.05, 0.1, 0.2)  # DFM sizes, as fractions of H·W
   c.analysis.threshold = 0.05  # the DFM used for the shortcut test and figures
   c.analysis.memory_budget_mb = 0  # per device, for DFM candidate chunks; 0 = auto (GPU: 1/4
@@ -355,6 +368,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.analysis.heatmap.patch_size={hp} must be a divisor of the image size "
         f"{size}: one of {', '.join(map(str, divisors(size)))}."
     )
+  from freqjax.spectral import search  # pylint: disable=g-import-not-at-top
+
+  search.validate(config)
   if a.adcs not in ("paper", "official"):
     fail(f"config.analysis.adcs={a.adcs!r}; use 'paper' or 'official'.")
   if a.adcs_class_order not in ("config", "sorted"):

@@ -74,6 +74,7 @@ class Workdir:
   summary = property(lambda self: self.path("summary.json"))
   dfm_partial = property(lambda self: self.path("analysis", "dfm_partial"))
   heatmap_partial = property(lambda self: self.path("analysis", "heatmap_partial"))
+  bench_search = property(lambda self: self.path("analysis", "bench_search"))
   lock_file = property(lambda self: self.path(".lock"))
 
   def artifact(self, kind: str, suffix: str = "") -> str:

@@ -251,6 +251,11 @@ class Engine:
     """
     cands = self.cands if cands is None else cands
     _check_images(images, cands)
+    groups = self.class_groups(images, labels, class_indices, class_names)
+    return self.evaluate(groups, images.shape[1:], store=store, cands=cands)
+
+  def class_groups(self, images: np.ndarray, labels: np.ndarray, class_indices, class_names=None):
+    """One group per class: its images' centred spectra, labelled with the class."""
     labels = np.asarray(labels)
     groups = []
     for c in class_indices:
@@ -264,7 +269,7 @@ class Engine:
 
       name = class_names[c] if class_names is not None else c
       groups.append(Group(int(c), int(idx.size), make, f"class {name!r}"))
-    return self.evaluate(groups, images.shape[1:], store=store, cands=cands)
+    return groups
 
   def evaluate(
       self,

@@ -9,14 +9,12 @@ fingerprint>/ (rankings with other settings keep their own folders).
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from freqjax import artifacts, parallel
 from freqjax.data import datasets
 from freqjax.evaluation import dfm_summary
-from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib
+from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, search
 from freqjax.stages import context
 
 
@@ -35,7 +33,7 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
 
   def compute():
     meta = dict(scores.meta, thresholds=thresholds, scores_fingerprint=scores.meta["fingerprint"])
-    return {"dfm": dfm_lib.dfms(scores["scores"], thresholds)}, meta
+    return {"dfm": dfm_lib.dfms(dfm_key(scores), thresholds)}, meta
 
   art = context.cached(
       ctx.wd.artifact("dfm"),
@@ -51,47 +49,49 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
 
 
 def run_scores(config, ctx: context.Context) -> artifacts.Artifact:
-  """scores.npz: every candidate's score per class (the exhaustive ranking; resumable)."""
+  """scores.npz: every candidate's score per class, by `config.analysis.search` (resumable).
+
+  The exhaustive ranking keeps the fingerprint it always had; other methods add theirs."""
   a = config.analysis
   cands = candidates(config)
-  fp = ctx.fingerprint("scores", cands.describe())
+  settings = search.settings(config)
+  if a.search == "exhaustive":
+    fp = ctx.fingerprint("scores", cands.describe())
+  else:
+    fp = ctx.fingerprint("scores", cands.describe(), settings)
   store = context.partial_store(ctx.wd.dfm_partial, fp)
 
   def compute():
-    engine = dfm_lib.Engine(
+    result = search.run(
+        config,
         ctx.apply_fn,
         ctx.variables,
         ctx.mesh,
-        cands,
-        memory_budget_mb=a.memory_budget_mb,
-        progress=config.train.progress,
-    )
-    t0 = time.time()
-    raw = engine.rank(
         ctx.images,
         ctx.labels,
-        range(len(ctx.class_names)),
-        store=store,
-        class_names=ctx.class_names,
+        ctx.class_names,
+        store_root=store.dir,
+        progress=config.train.progress,
     )
     meta = ctx.meta(
         patch_size=int(a.patch_size),
         candidates=cands.describe(),
-        seconds=time.time() - t0,
-        rate_candidate_images_per_s=engine.last_rate,
+        search=settings,
+        seconds=result.seconds,
+        forward_equivalents=result.forwards,
+        exhaustive_forwards=float(len(ctx.labels) * len(cands)),
+        **result.info,
     )
-    return (
-        {
-            "scores": dfm_lib.score_maps(cands, raw),
-            "candidate_scores": raw,
-            "candidate_rects": cands.rects,
-        },
-        meta,
-    )
+    return result.arrays(), meta
 
   art = context.cached(ctx.wd.artifact("scores"), "scores", fp, compute)
-  context.discard_partial(store, ctx.wd.dfm_partial)  # its chunks are in scores.npz now
+  context.discard_partial(store, ctx.wd.dfm_partial)  # its results are in scores.npz now
   return art
+
+
+def dfm_key(scores: artifacts.Artifact) -> np.ndarray:
+  """The maps whose top fraction is the DFM (the scores themselves for older artifacts)."""
+  return scores.arrays.get("dfm_key", scores["scores"])
 
 
 @context.stage
