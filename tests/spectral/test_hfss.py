@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freqjax import errors, models, parallel
+from freqjax import artifacts, errors, models, parallel, plotting
 from freqjax.spectral import candidates, dfm, hfss, masks
 
 SMALL = {"patch_sizes": (4, 2, 1), "num_masks": 12, "num_best": 3, "chunk_size": 4}
@@ -141,7 +141,7 @@ def _linear(size, freqs):
   return apply_fn, {"w": jnp.asarray(w)}
 
 
-def test_planted_frequencies_are_in_the_best_subsets():
+def test_planted_frequencies_are_in_the_best_subsets(tmp_path):
   size, freqs = 16, [(1, 2), (-5, 3), (3, -6)]
   apply_fn, variables = _linear(size, freqs)
   rng = np.random.default_rng(0)
@@ -154,7 +154,7 @@ def test_planted_frequencies_are_in_the_best_subsets():
   for n, c in enumerate(labels):
     images[n] += sum((0.1 if k == c else 0.05) * g for k, g in enumerate(gratings))
   params = {"patch_sizes": (4, 2, 1), "num_masks": 300, "num_best": 3}
-  got, _ = hfss.search(apply_fn, variables, parallel.make_mesh(4), images, labels, 3, params)
+  got, meta = hfss.search(apply_fn, variables, parallel.make_mesh(4), images, labels, 3, params)
   h = size // 2
   for c, (u, v) in enumerate(freqs):
     best = got["dfm"][c]
@@ -165,6 +165,23 @@ def test_planted_frequencies_are_in_the_best_subsets():
   # The score maps rank the planted cells first.
   for c, (u, v) in enumerate(freqs):
     assert got["scores"][c, h + u, h + v] == got["scores"][c].max()
+  # The artifact kind round-trips, and the figure draws.
+  path = artifacts.save(str(tmp_path / "hfss.npz"), "hfss", got, meta)
+  back = artifacts.load(path, "hfss")
+  np.testing.assert_array_equal(back["subsets"], got["subsets"])
+  assert back.meta["params"]["patch_sizes"] == [4, 2, 1]
+  planted = np.zeros((3, size, size), bool)
+  for c, (u, v) in enumerate(freqs):
+    planted[c, h + u, h + v] = True
+  fig = plotting.hfss_subsets(
+      got["subsets"],
+      ["a", "b", "c"],
+      str(tmp_path / "hfss.png"),
+      got["tpr"],
+      got["fpr"],
+      planted=planted,
+  )
+  assert os.path.getsize(fig) > 0
 
 
 @pytest.mark.parametrize(
