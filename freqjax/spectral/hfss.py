@@ -54,9 +54,10 @@ Here (freqjax):
   every class's summed CE comes from one forward pass per image and mask; chunks are
   sharded over the mesh and saved under `store_dir/stage<k>`, so an interrupted search
   resumes with identical results. Each class's best final subsets are then evaluated
-  (`confusion_program`, same engine, `store_dir/evaluation`): TPR and FPR of class c with
-  only the subset's frequencies kept, on the whole search set (as
-  `freqjax.evaluation.shortcut`, with `metrics.tpr_fpr`).
+  (`counts_program`, same engine, `store_dir/evaluation`): TPR and FPR of class c with only
+  the subset's frequencies kept, on the whole search set (as `freqjax.evaluation.shortcut`,
+  whose `run` on the `dfm` gives the same `tpr`, `fpr` (tested); it keeps O(C) counts per
+  mask where the shortcut test keeps a C × C confusion).
 - `scores` (C, S, S): per class, the fraction of its N best masks that keep a cell, averaged
   over the stages (1: kept by every best mask of every stage); top-fraction DFMs can be
   taken from it with `masks.top_fraction` (coarse stages break ties among cells the final
@@ -74,7 +75,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from freqjax import errors, parallel
-from freqjax.evaluation import metrics
 from freqjax.spectral import dfm as dfm_lib, fft, masks as masks_lib
 
 VERSION = 1
@@ -88,6 +88,7 @@ DEFAULTS = {
     "batch_size": 1000,  # images per group (the engine forwards chunk × group images at once)
     "memory_budget_mb": 0,  # per-device budget for a chunk; 0 = automatic
     "chunk_size": 0,  # masks per chunk; 0 = from the memory budget
+    "tpr_subsets": 0,  # best subsets per class whose TPR/FPR is measured; 0 = all num_best
 }
 
 # HFSS's grids (LSI.get_candidates), as cell sizes: image size -> cell side per stage.
@@ -181,6 +182,12 @@ def validate(params: Mapping | None, image_size: int, prefix: str = "hfss") -> N
   integer("seed", 0, "any seed")
   integer("batch_size", 1, "images per group")
   integer("chunk_size", 0, "0 = automatic")
+  integer("tpr_subsets", 0, "0 = every subset")
+  if p["tpr_subsets"] > p["num_best"]:
+    raise errors.ConfigError(
+        f"{prefix}.tpr_subsets = {p['tpr_subsets']} exceeds {prefix}.num_best = "
+        f"{p['num_best']}; use at most num_best (0 = all)."
+    )
   mb = p["memory_budget_mb"]
   if isinstance(mb, bool) or not isinstance(mb, (int, float)) or mb < 0:
     raise errors.ConfigError(f"{prefix}.memory_budget_mb must be >= 0 (0 = automatic), got {mb!r}.")
@@ -259,19 +266,19 @@ def stage_masks(
 # ---------------------------------------------------------------------- programs ----
 
 
-def confusion_program(apply_fn: Callable, num_classes: int) -> dfm_lib.Program:
-  """Per keep mask (K, S, S): counts (K, C, C) of (true class, predicted class) over the
-  group's images filtered with the mask. Group: (centred spectra, labels), as
-  `dfm.all_classes_program`."""
+def counts_program(apply_fn: Callable, num_classes: int) -> dfm_lib.Program:
+  """Per keep mask (K, S, S): counts (K, 2, C) over the group's images filtered with the
+  mask: [images of class c predicted c, images predicted c] — each class's TP and TP + FP.
+  Group: (centred spectra, labels), as `dfm.all_classes_program`."""
 
   def fn(variables, keep, group):
     spectrum, labels = group
     x = fft.filter_spectrum(spectrum[None], keep.astype(jnp.float32)[:, None])
     k, n = x.shape[:2]
-    logits = apply_fn(variables, x.reshape((k * n,) + x.shape[2:]))
-    pred = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes, dtype=jnp.float32)
-    pred = pred.reshape(k, n, num_classes)
-    return jax.vmap(lambda o: jax.ops.segment_sum(o, labels, num_segments=num_classes))(pred)
+    pred = jnp.argmax(apply_fn(variables, x.reshape((k * n,) + x.shape[2:])), -1).reshape(k, n)
+    hit = jax.nn.one_hot(pred, num_classes, dtype=jnp.float32)  # (K, N, C)
+    tp = jnp.sum(hit * (pred == labels[None])[..., None], axis=1)
+    return jnp.stack([tp, jnp.sum(hit, axis=1)], axis=1)
 
   return dfm_lib.Program(fn, dfm_lib.all_classes_program(apply_fn, 1).abstract, "HFSS TPR/FPR")
 
@@ -329,6 +336,7 @@ def search(
     dfm (C, S, S) bool            subsets[:, 0], HFSS's DFM
     subset_loss (C, N) float32    class c's summed CE with only the subset's frequencies kept
     tpr, fpr (C, N) float32       class c's TPR / FPR on the images filtered with the subset
+                                  (NaN beyond the first `tpr_subsets`)
     keep_fraction (C, N) float32  fraction of the spectrum a subset keeps
     tpr_unfiltered, fpr_unfiltered (C,) float32
     scores (C, S, S) float32      fraction of the class's best masks keeping a cell, averaged
@@ -408,21 +416,23 @@ def search(
     distinct.append(len(uniq))
 
   # TPR/FPR of every class's final subsets (each distinct mask once) and of the full spectrum.
-  final, inverse = _unique(parents.reshape((-1, size, size)))
+  n_tpr = p["tpr_subsets"] or p["num_best"]
+  final, inverse = _unique(parents[:, :n_tpr].reshape((-1, size, size)))
   payload = np.concatenate([np.ones((1, size, size), bool), final])
-  conf = engine(confusion_program(apply_fn, num_classes)).evaluate(
+  counts = engine(counts_program(apply_fn, num_classes)).evaluate(
       groups, images.shape[1:], store=store("evaluation", payload), payload=payload
   )
-  conf = conf.astype(np.float64).sum(axis=0)  # (1 + U, C, C)
-  pos = conf[0].sum(axis=1)
-  neg = conf[0].sum() - pos
-  tpr0, fpr0 = metrics.tpr_fpr(conf[0], pos, neg)
-  idx = 1 + inverse.reshape(num_classes, -1)
-  tpr, fpr = np.zeros(idx.shape), np.zeros(idx.shape)
-  for c in range(num_classes):
-    for j in range(idx.shape[1]):
-      r = metrics.tpr_fpr(conf[idx[c, j]], pos, neg)
-      tpr[c, j], fpr[c, j] = r[0][c], r[1][c]
+  counts = counts.astype(np.float64).sum(axis=0)  # (1 + U, 2, C)
+  pos = np.bincount(labels, minlength=num_classes).astype(np.float64)
+  neg = n_img - pos
+
+  idx = 1 + inverse.reshape(num_classes, -1)  # (C, n_tpr) rows of `counts`
+  cls = np.arange(num_classes)[:, None]
+  tpr, fpr = np.full(parents.shape[:2], np.nan), np.full(parents.shape[:2], np.nan)
+  with np.errstate(divide="ignore", invalid="ignore"):  # as metrics.tpr_fpr: TP/P_k, FP/N_k
+    tpr0, fpr0 = counts[0, 0] / pos, (counts[0, 1] - counts[0, 0]) / neg
+    tpr[:, :n_tpr] = counts[idx, 0, cls] / pos[:, None]
+    fpr[:, :n_tpr] = (counts[idx, 1, cls] - counts[idx, 0, cls]) / neg[:, None]
 
   per_stage = np.array(distinct, np.int64) * n_img
   f_eval = np.int64(len(payload) * n_img)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from freqjax import artifacts, errors, models, parallel, plotting
+from freqjax.evaluation import shortcut
 from freqjax.spectral import candidates, dfm, hfss, masks
 
 SMALL = {"patch_sizes": (4, 2, 1), "num_masks": 12, "num_best": 3, "chunk_size": 4}
@@ -54,8 +55,15 @@ def test_search_is_deterministic_and_masks_are_symmetric(tiny16):
   assert a["forwards_evaluation"] == 12 * (distinct + 1)  # + the unfiltered pass
   assert a["forwards"] == a["forwards_per_stage"].sum() + a["forwards_evaluation"]
   assert meta["grids"] == [4, 8, 16] and meta["params"]["seed"] == 42
-  c, _ = hfss.search(apply_fn, variables, mesh, images, labels, 3, dict(SMALL, seed=7))
+  # TPR/FPR as the shortcut test measures them with the DFMs.
+  ref = shortcut.run(apply_fn, variables, mesh, images, labels, a["dfm"], complement=False)
+  for k in ("tpr", "fpr"):
+    np.testing.assert_allclose(a[k][:, 0], ref[k], err_msg=k)
+    np.testing.assert_allclose(a[f"{k}_unfiltered"], ref[f"{k}_unfiltered"], err_msg=k)
+  params = dict(SMALL, seed=7, tpr_subsets=1)
+  c, _ = hfss.search(apply_fn, variables, mesh, images, labels, 3, params)
   assert not np.array_equal(c["subsets"], a["subsets"])
+  assert np.isfinite(c["tpr"][:, 0]).all() and np.isnan(c["tpr"][:, 1:]).all()
 
 
 def test_stage_masks_stay_inside_their_parents():
@@ -199,6 +207,7 @@ def test_planted_frequencies_are_in_the_best_subsets(tmp_path):
         ({"num_best": 20, "num_masks": 30}, r"num_best = 20 exceeds the 10 masks"),
         ({"batch_size": -1}, r"hfss.batch_size must be an integer >= 1"),
         ({"masks": 3}, r"hfss.masks is not an HFSS parameter"),
+        ({"tpr_subsets": 11}, r"hfss.tpr_subsets = 11 exceeds hfss.num_best = 10"),
     ],
 )
 def test_validate_rejects_bad_parameters(params, match):
