@@ -4,6 +4,8 @@ Score of candidate k for class c: the summed cross-entropy of class c's test ima
 after removing the candidate's frequencies (see `candidates`). The official code's loss over
 whole test batches, with non-class images contributing a constant, ranks identically; unlike
 it, only class c's images are forwarded (it forwards the whole test set for every class).
+`all_classes_program` instead scores every class from one forward pass of the whole test set
+per candidate (the official variant, and HFSS's class-wise losses, `freqjax.spectral.hfss`).
 
 The engine computes each class's centred spectra once, then evaluates a chunk of candidates
 at once: masks for the chunk, inverse FFTs of (candidates × class images), one forward pass of
