@@ -20,6 +20,12 @@ thresholds. Kinds and their arrays (C classes, H×W spectrum):
     sensitivity  sensitivity (C,H,W) float64: per class, mean |F(grad_x L)|^2 (unitary FFT,
               summed over channels); radial (C,R): its mean over rings of integer radius;
               counts (C,); meta target ('loss' | 'logit')
+    hfss      subsets (C,N,H,W) bool: each class's N best keep masks of HFSS's last stage,
+              best first; dfm (C,H,W) bool = subsets[:, 0]; subset_loss, tpr, fpr,
+              keep_fraction (C,N); tpr_unfiltered, fpr_unfiltered (C,); scores (C,H,W)
+              float32; stage_best_loss (T,C,N); stage_num_masks, stage_num_distinct,
+              forwards_per_stage (T,); forwards_evaluation, forwards (); meta params, grids
+              (see freqjax.spectral.hfss.search)
 Every file is written to a temporary name in the same directory and renamed into place,
 so a reader never sees a half-written artifact; `load` checks the header and kind.
 
@@ -45,7 +51,17 @@ from freqjax import errors
 
 FORMAT = "freqjax-artifact"
 VERSION = 1
-KINDS = ("adcs", "scores", "dfm", "shortcut", "greedy", "dynamics", "heatmap", "sensitivity")
+KINDS = (
+    "adcs",
+    "scores",
+    "dfm",
+    "shortcut",
+    "greedy",
+    "dynamics",
+    "heatmap",
+    "sensitivity",
+    "hfss",
+)
 
 
 # The launcher that writes each kind (named when an artifact cannot be read).
@@ -58,6 +74,7 @@ REGENERATE = {
     "dynamics": "launch/train.py with --config.dynamics.every_steps=N, then launch/pipeline.py",
     "heatmap": "launch/heatmap.py",
     "sensitivity": "launch/sensitivity.py",
+    "hfss": "launch/dfm.py",  # HFSS runs in the DFM stage (freqjax.spectral.hfss)
 }
 
 

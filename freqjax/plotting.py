@@ -67,15 +67,9 @@ def adcs(adcs_maps: np.ndarray, class_names: Sequence[str], path: str, title: st
   return _save(fig, path)
 
 
-def dfm_grid(
-    rows: Mapping[str, np.ndarray],
-    class_names: Sequence[str],
-    path: str,
-    planted: np.ndarray | None = None,
-    title: str = "Dominant frequency maps",
-) -> str:
-  """Models × classes grid of binary DFMs (as the paper's Figure 7); planted cells, when
-  given (C,H,W), are outlined in red."""
+def _binary_grid(rows: Mapping[str, np.ndarray], class_names: Sequence[str], planted=None):
+  """The rows × classes layout of binary frequency maps (DFM grid, HFSS subsets): returns
+  (fig, axes (rows, classes))."""
   names = list(rows)
   c = len(class_names)
   fig, axes = plt.subplots(len(names), c, figsize=(2.2 * c, 2.3 * len(names)), squeeze=False)
@@ -101,6 +95,46 @@ def dfm_grid(
         ax.set_title(class_names[k], fontsize=9)
       if k == 0:
         ax.set_ylabel(name, fontsize=9)
+  return fig, axes
+
+
+def dfm_grid(
+    rows: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    path: str,
+    planted: np.ndarray | None = None,
+    title: str = "Dominant frequency maps",
+) -> str:
+  """Models × classes grid of binary DFMs (as the paper's Figure 7); planted cells, when
+  given (C,H,W), are outlined in red."""
+  fig, _ = _binary_grid(rows, class_names, planted)
+  fig.suptitle(title + (" (red: planted)" if planted is not None else ""))
+  return _save(fig, path)
+
+
+def hfss_subsets(
+    subsets: np.ndarray,
+    class_names: Sequence[str],
+    path: str,
+    tpr: np.ndarray | None = None,
+    fpr: np.ndarray | None = None,
+    max_subsets: int = 5,
+    planted: np.ndarray | None = None,
+    title: str = "HFSS frequency subsets",
+) -> str:
+  """Subsets × classes grid of HFSS's best keep masks (C, N, H, W), best first (at most
+  `max_subsets` rows), each annotated with its class TPR/FPR (C, N) when given."""
+  subsets = np.asarray(subsets)
+  n = min(subsets.shape[1], max_subsets)
+  rows = {f"best {j + 1}": subsets[:, j] for j in range(n)}
+  fig, axes = _binary_grid(rows, class_names, planted)
+  for j in range(n):
+    for k in range(len(class_names)):
+      kept = 100 * subsets[k, j].mean()
+      label = f"keeps {kept:.0f}%"
+      if tpr is not None and fpr is not None:
+        label = f"TPR {tpr[k, j]:.2f} FPR {fpr[k, j]:.2f}\n" + label
+      axes[j, k].set_xlabel(label, fontsize=7)
   fig.suptitle(title + (" (red: planted)" if planted is not None else ""))
   return _save(fig, path)
 

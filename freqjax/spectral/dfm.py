@@ -4,6 +4,8 @@ Score of candidate k for class c: the summed cross-entropy of class c's test ima
 after removing the candidate's frequencies (see `candidates`). The official code's loss over
 whole test batches, with non-class images contributing a constant, ranks identically; unlike
 it, only class c's images are forwarded (it forwards the whole test set for every class).
+`all_classes_program` instead scores every class from one forward pass of the whole test set
+per candidate (the official variant, and HFSS's class-wise losses, `freqjax.spectral.hfss`).
 
 The engine computes each class's centred spectra once, then evaluates a chunk of candidates
 at once: masks for the chunk, inverse FFTs of (candidates × class images), one forward pass of
@@ -125,10 +127,12 @@ class ChunkStore:
 class Program:
   """What the engine evaluates for a chunk of candidates on one group of images.
 
-  `fn(variables, rects (K, 5), group) -> (K,)` or `(K, m)` float32: one value (or m) per
-  candidate, summed over the group's images. `group` is a pytree of arrays, the same for
-  every chunk of a group; `abstract(n, image_shape)` gives its shapes for n images (for the
-  memory estimate). The DFM ranking's program is `removal_program`; the Fourier heat map
+  `fn(variables, rects (K, 5), group) -> (K,)` or `(K, m...)` float32: one value (or m) per
+  candidate, summed over the group's images; with a payload (`Engine.evaluate`), `fn` gets
+  the payload's (K, ...) rows in place of the rectangles. `group` is a pytree of arrays, the
+  same for every chunk of a group; `abstract(n, image_shape)` gives its shapes for n images
+  (for the memory estimate). The DFM ranking's program is `removal_program` (one class's
+  images), `all_classes_program` scores every class at once; the Fourier heat map
   (`freqjax.spectral.heatmap`) adds a basis image instead.
   """
 
@@ -162,6 +166,41 @@ def removal_program(apply_fn: Callable, size: int, patch: int) -> Program:
   return Program(fn, abstract)
 
 
+def all_classes_program(
+    apply_fn: Callable, num_classes: int, size: int | None = None, patch: int = 1
+) -> Program:
+  """Every class's score from one forward pass: per candidate, the summed CE of each class's
+  images in the group, (K, num_classes). Group: (centred spectra (N, S, S, C) complex64,
+  labels (N,) int32 in [0, num_classes)) — the whole test set, or a batch of it.
+
+  With `size` (and `patch`), the per-candidate arrays are rectangles (K, 5) whose frequencies
+  are removed, as `removal_program`: column c is class c's DFM score, computed on the whole
+  test set as the official code does. Without, they are keep masks (K, S, S), bool or float,
+  applied as they are (HFSS, `freqjax.spectral.hfss`).
+  """
+
+  def fn(variables, items, group):
+    spectrum, labels = group
+    if size is None:
+      keep = items.astype(jnp.float32)  # (K, S, S)
+    else:
+      keep = cand_lib.keep_masks(items, size, patch)
+    x = fft.filter_spectrum(spectrum[None], keep[:, None])  # (K, N, S, S, C)
+    k, n = x.shape[:2]
+    logits = apply_fn(variables, x.reshape((k * n,) + x.shape[2:])).astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.tile(labels, k))
+    # Exact per-class sums (no matmul: TF32 on GPUs would round them).
+    return jax.ops.segment_sum(ce.reshape(k, n).T, labels, num_segments=num_classes).T
+
+  def abstract(n, image_shape):
+    return (
+        jax.ShapeDtypeStruct((n,) + tuple(image_shape), jnp.complex64),
+        jax.ShapeDtypeStruct((n,), jnp.int32),
+    )
+
+  return Program(fn, abstract, desc="class-wise losses")
+
+
 @dataclasses.dataclass
 class Group:
   """A group of images the candidates are evaluated on (a class for the DFM ranking).
@@ -175,14 +214,18 @@ class Group:
 
 class Engine:
   """Evaluates a program for every candidate on groups of images: one compiled, sharded
-  program per chunk of candidates (the DFM ranking by default)."""
+  program per chunk of candidates (the DFM ranking by default).
+
+  Candidates are a `CandidateSet`'s rectangles, or any per-candidate array (`payload` of
+  `evaluate`, e.g. HFSS's keep masks (K, S, S)); with a payload and a `program`, `cands` may
+  be None."""
 
   def __init__(
       self,
       apply_fn: Callable,
       variables,
       mesh,
-      cands: cand_lib.CandidateSet,
+      cands: cand_lib.CandidateSet | None,
       *,
       memory_budget_mb: float = 1024,
       chunk_size: int | None = None,
@@ -195,26 +238,28 @@ class Engine:
     self.fixed_chunk = chunk_size
     self.progress = progress and parallel.is_main_process()
     self.devices = int(mesh.devices.size)
+    if program is None and cands is None:
+      raise ValueError("An engine needs candidates or a program.")
     self.program = program or removal_program(apply_fn, cands.size, cands.patch)
     self.last_rate = None
     repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
     self._chunk = jax.jit(self.program.fn, in_shardings=(repl, data, repl), out_shardings=data)
     self._spectrum = jax.jit(fft.centred_spectrum, out_shardings=repl)
 
-  def chunk_size(self, num_images: int, image_shape) -> int:
+  def chunk_size(self, num_images: int, image_shape, payload: np.ndarray | None = None) -> int:
     """Candidates per chunk: as many as the per-device memory budget allows."""
     if self.fixed_chunk:
       k = self.fixed_chunk
     else:
-      per_cand = self._bytes_per_candidate(num_images, image_shape)
+      per_cand = self._bytes_per_candidate(num_images, image_shape, payload)
       k = self.devices * max(1, int(self.budget // per_cand))
-    return self._cap(k, len(self.cands))
+    return self._cap(k, len(self.cands) if payload is None else len(payload))
 
   def _cap(self, k: int, num_candidates: int) -> int:
     """Rounds up to a multiple of the device count, at most all candidates (rounded up)."""
     return min(parallel.round_up(k, self.mesh), parallel.round_up(num_candidates, self.mesh))
 
-  def _bytes_per_candidate(self, n, image_shape) -> float:
+  def _bytes_per_candidate(self, n, image_shape, payload=None) -> float:
     d = self.devices
     repl = parallel.replicated(self.mesh)
     group = jax.tree_util.tree_map(
@@ -223,7 +268,11 @@ class Engine:
     )
     args = (
         self.variables,
-        jax.ShapeDtypeStruct((d, 5), jnp.int32, sharding=parallel.batch_sharding(self.mesh)),
+        jax.ShapeDtypeStruct(
+            (d,) + (payload.shape[1:] if payload is not None else (5,)),
+            payload.dtype if payload is not None else jnp.int32,
+            sharding=parallel.batch_sharding(self.mesh),
+        ),
         group,
     )
     try:
@@ -278,20 +327,26 @@ class Engine:
       *,
       store: ChunkStore | None = None,
       cands: cand_lib.CandidateSet | None = None,
+      payload: np.ndarray | None = None,
   ) -> np.ndarray:
-    """The program's values for every group and candidate: (G, K) or (G, K, m)."""
-    cands = self.cands if cands is None else cands
-    if (cands.size, cands.patch) != (self.cands.size, self.cands.patch):
-      raise ValueError("Candidates for one engine must share its image and patch size.")
-    k_total = len(cands)
+    """The program's values for every group and candidate: (G, K) or (G, K, m).
+
+    Candidates: `cands`' (default the engine's) rectangles, or `payload` (K, ...), one array
+    per candidate passed to the program as it is."""
+    if payload is None:
+      cands = self.cands if cands is None else cands
+      if (cands.size, cands.patch) != (self.cands.size, self.cands.patch):
+        raise ValueError("Candidates for one engine must share its image and patch size.")
+      items = cands.rects
+    else:
+      cands, items = None, np.asarray(payload)
+    k_total = len(items)
     largest = max(g.size for g in groups)
-    chunk = self._cap(self.chunk_size(largest, image_shape), k_total)
+    chunk = self._cap(self.chunk_size(largest, image_shape, payload), k_total)
     if store is not None:
       chunk = store.open(chunk)
     n_chunks = -(-k_total // chunk)
-    padded = np.concatenate(
-        [cands.rects, np.repeat(cands.rects[:1], n_chunks * chunk - k_total, 0)]
-    )
+    padded = np.concatenate([items, np.repeat(items[:1], n_chunks * chunk - k_total, 0)])
     total_work = sum(g.size for g in groups) * k_total
     bar = parallel.progress(
         total=total_work,
@@ -341,15 +396,19 @@ def _auto_budget(mesh) -> float:
 
 
 def _check_finite(values, group, offset, cands, desc="DFM ranking"):
+  """Raises on a non-finite value; names the candidate's removed frequencies when `cands`
+  (rectangles) is given, its index alone for a payload."""
   bad = np.nonzero(~np.all(np.isfinite(values.reshape(len(values), -1)), axis=1))[0]
   if bad.size:
     k = offset + int(bad[0])
-    cells = np.argwhere(cands.removal_masks([k])[0])
-    half = cands.size // 2
-    freqs = [(int(i) - half, int(j) - half) for i, j in cells[:4]]
+    what = ""
+    if cands is not None:
+      cells = np.argwhere(cands.removal_masks([k])[0])
+      half = cands.size // 2
+      freqs = [(int(i) - half, int(j) - half) for i, j in cells[:4]]
+      what = f" (frequencies {freqs}{'...' if len(cells) > 4 else ''})"
     raise FloatingPointError(
-        f"{desc}: the value of candidate {k} (frequencies {freqs}"
-        f"{'...' if len(cells) > 4 else ''}) for {group} is {values[bad[0]]}: the model "
+        f"{desc}: the value of candidate {k}{what} for {group} is {values[bad[0]]}: the model "
         "output is not finite for these images. Check the checkpoint and the input "
         "normalisation."
     )
