@@ -9,12 +9,14 @@ the same run; nothing here asserts a speed.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 
 import jax
 import numpy as np
 
-from freqjax import models, parallel
+from freqjax import artifacts, errors, models, parallel
 
 
 def emit(title: str, rows: list[tuple[str, str]], figures: dict) -> None:
@@ -255,13 +257,22 @@ def search_comparison(
   analysis/scores.npz of the run is reused as the reference.
   """
   # pylint: disable=g-import-not-at-top
-  import os
-
   from freqjax.data import datasets
   from freqjax.evaluation import search_compare
   from freqjax.spectral import search
   from freqjax.stages import context, dfm as dfm_stage
 
+  fast = [m for m in search.METHODS if m != "exhaustive"]
+  for m in methods:
+    if m not in fast:
+      raise errors.ConfigError(f"--methods: {m!r} is not a search method; use any of {fast}.")
+  for tg in screen_targets:
+    if tg not in search.SCREEN_TARGETS:
+      raise errors.ConfigError(
+          f"--screen_targets: {tg!r} is not a screen target; use any of {search.SCREEN_TARGETS}."
+      )
+  if images_per_class < 0:
+    raise errors.ConfigError("--images_per_class must be >= 0 (0: every test image).")
   ctx = context.load_context(config, workdir)
   a = config.analysis
   cands = dfm_stage.candidates(config)
@@ -303,12 +314,8 @@ def search_comparison(
     )
     meta = dict(seconds=r.seconds, forward_equivalents=r.forwards, search=settings, **r.info)
     if parallel.is_main_process():
-      from freqjax import artifacts
-
       artifacts.save(path, "scores", r.arrays(), dict(meta, fingerprint=fp))
     parallel.sync(f"bench_search_{name}")
-    import shutil
-
     shutil.rmtree(os.path.join(root, f"{name}_partial"), ignore_errors=True)
     return art_ok(path, fp)
 

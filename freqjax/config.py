@@ -144,7 +144,7 @@ def base_config() -> ml_collections.ConfigDict:
   # 'coarse_to_fine' | 'hfss' (see freqjax/spectral/search.py and the README's table).
   c.analysis.search = "exhaustive"
   c.analysis.screen = ml_collections.ConfigDict()
-  c.analysis.screen.target = "margin"  # what the screen differentiates: 'ce' | 'logit' |
+  c.analysis.screen.target = "ce"  # what the screen differentiates: 'ce' | 'logit' |
   #                                      'margin' (true logit's lead over the best other)
   c.analysis.screen.multiple = 1.5  # candidates scored exactly, × the DFM's candidates
   c.analysis.screen.audit = 8  # random others scored exactly, to estimate what was missed
@@ -153,6 +153,18 @@ def base_config() -> ml_collections.ConfigDict:
   c.analysis.coarse_to_fine.levels = ml_collections.config_dict.placeholder(tuple)  # patch
   #                     sizes, coarse to fine, ending at patch_size; None: e.g. (8, 4, 2, 1)
   c.analysis.coarse_to_fine.multiple = 2.0  # refine the best patches covering this × DFM
+  # HFSS (CVPR 2025; freqjax/spectral/hfss.py): random keep masks on grids of decreasing cell
+  # size, each stage confined to the previous stage's best masks per class.
+  c.analysis.hfss = ml_collections.ConfigDict()
+  c.analysis.hfss.patch_sizes = ()  # cell side per stage; (): HFSS's, e.g. (8, 4, 2, 1) at 32 px
+  c.analysis.hfss.num_masks = 500  # N_B: masks drawn per stage (in triples A, B, C)
+  c.analysis.hfss.keep_fraction = 0.8  # P: fraction of the half-grid's cells a mask keeps
+  c.analysis.hfss.num_best = 10  # N: best masks kept per class and stage (the output subsets)
+  c.analysis.hfss.seed = 42  # the masks' random draws
+  c.analysis.hfss.batch_size = 1000  # images per engine group
+  c.analysis.hfss.memory_budget_mb = 0  # per-device budget for a chunk; 0 = automatic
+  c.analysis.hfss.chunk_size = 0  # masks per chunk; 0 = from the memory budget
+  c.analysis.hfss.tpr_subsets = 0  # best subsets per class whose TPR/FPR is measured; 0 = all
   c.analysis.thresholds = (0.01, 0.05, 0.1, 0.2)  # DFM sizes, as fractions of H·W
   c.analysis.threshold = 0.05  # the DFM used for the shortcut test and figures
   c.analysis.memory_budget_mb = 0  # per device, for DFM candidate chunks; 0 = auto (GPU: 1/4

@@ -13,6 +13,7 @@ import pytest
 from nbclient import NotebookClient
 
 from freqjax import artifacts, errors, pipeline
+from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib
 from freqjax.stages import context, dfm as dfm_stage, shortcut as shortcut_stage
 from freqjax.studies import learning_dynamics
 from tests.conftest import REPO, tiny_synthetic_config
@@ -266,3 +267,65 @@ def test_learning_dynamics_study_reports_the_learning_order(tmp_path):
   table = (tmp_path / "study" / "learning_dynamics.md").read_text()
   assert "| Syn-2 | 0 |" in table and "up to step 12" in table
   assert (tmp_path / "study" / "syn2_seed0" / "figures" / "dynamics.png").exists()
+
+
+def _copy(workdir, name):
+  to = workdir.parent / name
+  if not to.exists():
+    shutil.copytree(workdir, to, ignore=shutil.ignore_patterns(".lock"))
+  return to
+
+
+@pytest.mark.parametrize("method", ["screened", "coarse_to_fine", "hfss"])
+def test_a_fast_search_writes_the_dfm_artifacts_from_its_ranking(run, method):
+  c, workdir, _ = run
+  wd = _copy(workdir, f"search_{method}")
+  d = c.copy_and_resolve_references()
+  d.analysis.search = method
+  d.analysis.hfss.num_masks, d.analysis.hfss.num_best = 30, 3
+  d.analysis.hfss.patch_sizes = (8, 2)
+  dfm_stage.run(d, str(wd))
+  scores = artifacts.load(str(wd / "analysis/scores.npz"), "scores")
+  dfms = artifacts.load(str(wd / "analysis/dfm.npz"), "dfm")
+  assert scores.meta["search"]["method"] == method
+  np.testing.assert_array_equal(
+      dfms["dfm"], dfm_lib.dfms(scores["dfm_key"], [float(t) for t in d.analysis.thresholds])
+  )
+  if method == "hfss":
+    h = artifacts.load(str(wd / "analysis/hfss.npz"), "hfss")
+    assert h["subsets"].shape[:2] == (4, 3) and (wd / "figures/hfss.png").exists()
+    return
+  assert scores.meta["forward_equivalents"] < scores.meta["exhaustive_forwards"]
+  # The 5 % DFM is made of exactly scored candidates only.
+  exact_map = dfm_lib.score_maps(cand_lib.paired(32, 1), scores["candidate_exact"].astype(float))
+  five = dfms["dfm"][list(d.analysis.thresholds).index(0.05)]
+  assert (exact_map[five] == 1).all()
+
+
+def test_bench_search_prints_each_method_against_the_exhaustive_ranking(run):
+  c, workdir, _ = run
+  wd = _copy(workdir, "bench_search")
+  args = [
+      sys.executable,
+      str(REPO / "launch/bench_search.py"),
+      f"--config={REPO}/configs/synthetic.py:syn1",
+      f"--workdir={wd}",
+      f"--config.data.data_dir={c.data.data_dir}",
+      f"--config.data.synthetic.train_per_class={c.data.synthetic.train_per_class}",
+      f"--config.data.synthetic.test_per_class={c.data.synthetic.test_per_class}",
+      f"--config.model.width_multiplier={c.model.width_multiplier}",
+      "--config.train.batch_size=8",
+      "--config.train.eval_batch_size=16",
+      "--images_per_class=4",
+  ]
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  r = json.loads(out.stdout.strip().splitlines()[-1])
+  assert r["exhaustive_forwards"] == 514 * 16
+  for m in ("screened", "coarse_to_fine"):
+    for k in ("speedup", "mass5", "iou5", "max_tpr_diff", "max_fpr_diff"):
+      assert np.isfinite(r[f"{m}_{k}"]), (m, k)
+    assert r[f"{m}_speedup"] > 1 and 0 <= r[f"{m}_mass5"] <= 1 + 1e-6
+  bad = subprocess.run(args + ["--methods=fastest"], capture_output=True, text=True, env=env)
+  assert bad.returncode == 2 and "fastest" in bad.stderr.strip().splitlines()[-1]

@@ -62,6 +62,7 @@ class Result:
   seconds: float
   extra: dict  # method-specific arrays
   info: dict  # method-specific metadata
+  hfss: tuple | None = None  # HFSS's own (arrays, meta): the 'hfss' artifact
 
   def arrays(self) -> dict:
     return {
@@ -117,6 +118,9 @@ def validate(config) -> None:
     fail(f"config.analysis.screen.audit={s.audit} must be a positive whole number (e.g. 8).")
   if int(s.steps) != s.steps or s.steps < 1:
     fail(f"config.analysis.screen.steps={s.steps} must be a positive whole number (1: gradient).")
+  from freqjax.spectral import hfss  # pylint: disable=g-import-not-at-top
+
+  hfss.validate(a.hfss, size, prefix="config.analysis.hfss")
   c = a.coarse_to_fine
   if not (math.isfinite(c.multiple) and c.multiple > 0):
     fail(f"config.analysis.coarse_to_fine.multiple={c.multiple} must be positive (e.g. 2).")
@@ -287,7 +291,7 @@ def screened(
     labels,
     class_indices,
     *,
-    target: str = "margin",
+    target: str = "ce",
     multiple: float = 1.5,
     audit: int = 8,
     steps: int = 1,
@@ -496,6 +500,8 @@ def settings(config, method: str | None = None) -> dict:
   out = {"method": method}
   if method == "screened":
     out.update(a.screen.to_dict(), threshold=float(a.threshold), seed=int(config.seed))
+  elif method == "hfss":
+    out.update(a.hfss.to_dict())
   elif method == "coarse_to_fine":
     out.update(
         levels=list(levels_of(config)),
@@ -583,6 +589,34 @@ def run(
         store_root=store_root,
         class_names=class_names,
     )
-  raise errors.ConfigError(
-      f"config.analysis.search={method!r} has no implementation here; use one of " f"{METHODS[:3]}."
-  )
+  if method == "hfss":
+    from freqjax.spectral import hfss  # pylint: disable=g-import-not-at-top
+
+    t0 = time.time()
+    params = dict(a.hfss.to_dict(), **o)
+    arrays, meta = hfss.search(
+        apply_fn,
+        variables,
+        mesh,
+        images,
+        labels,
+        len(class_names),
+        params,
+        store_dir=store_root,
+        progress=progress,
+    )
+    # Per candidate: the mean of HFSS's score map over its cells (no removal is scored).
+    m = cands.removal_masks().reshape(len(cands), -1).astype(np.float32)
+    per = (arrays["scores"].reshape(len(class_names), -1) @ m.T / m.sum(1)).astype(np.float32)
+    return Result(
+        cands,
+        per,
+        np.zeros(per.shape, bool),
+        per,
+        float(arrays["forwards"]),
+        time.time() - t0,
+        {},
+        {"hfss_grids": meta.get("grids")},
+        hfss=(arrays, meta),
+    )
+  raise errors.ConfigError(f"config.analysis.search={method!r}; use one of {METHODS}.")

@@ -82,11 +82,31 @@ def run_scores(config, ctx: context.Context) -> artifacts.Artifact:
         exhaustive_forwards=float(len(ctx.labels) * len(cands)),
         **result.info,
     )
+    if result.hfss is not None and parallel.is_main_process():
+      save_hfss(ctx, result.hfss, fp)
     return result.arrays(), meta
 
   art = context.cached(ctx.wd.artifact("scores"), "scores", fp, compute)
   context.discard_partial(store, ctx.wd.dfm_partial)  # its results are in scores.npz now
   return art
+
+
+def save_hfss(ctx: context.Context, output, fingerprint: str) -> None:
+  """analysis/hfss.npz (HFSS's subsets per class, their TPR/FPR) and figures/hfss.png."""
+  from freqjax import plotting  # pylint: disable=g-import-not-at-top
+
+  arrays, meta = output
+  artifacts.save(
+      ctx.wd.artifact("hfss"), "hfss", arrays, dict(ctx.meta(**meta), fingerprint=fingerprint)
+  )
+  plotting.hfss_subsets(
+      arrays["subsets"],
+      ctx.class_names,
+      ctx.wd.figure("hfss.png"),
+      tpr=arrays["tpr"],
+      fpr=arrays["fpr"],
+      planted=datasets.planted_masks(ctx.dataset),
+  )
 
 
 def dfm_key(scores: artifacts.Artifact) -> np.ndarray:
