@@ -144,9 +144,14 @@ def base_config() -> ml_collections.ConfigDict:
   # 'coarse_to_fine' | 'hfss' (see freqjax/spectral/search.py and the README's table).
   c.analysis.search = "exhaustive"
   c.analysis.screen = ml_collections.ConfigDict()
-  c.analysis.screen.target = "ce"  # what the screen differentiates: 'ce' | 'logit' |
-  #                                      'margin' (true logit's lead over the best other)
-  c.analysis.screen.multiple = 1.5  # candidates scored exactly, × the DFM's candidates
+  c.analysis.screen.target = "linear"  # 'linear': the cross-entropy of the logits changed to
+  #                                        first order (a backward pass per class) | the
+  #                                        first-order change of 'ce', 'logit' or 'margin'
+  #                                        (true logit's lead over the best other)
+  c.analysis.screen.multiple = 1.25  # candidates scored exactly, × the DFM's candidates
+  c.analysis.screen.extend = 0.0  # then blocks of this × the DFM's, in the screen's order,
+  #                                 while a block brings a candidate into the DFM (0: off)
+  c.analysis.screen.max_multiple = 3.0  # at most this × the DFM's candidates (before the audit)
   c.analysis.screen.audit = 8  # random others scored exactly, to estimate what was missed
   c.analysis.screen.steps = 1  # 1: the gradient; n > 1: integrated gradients, n points
   c.analysis.coarse_to_fine = ml_collections.ConfigDict()

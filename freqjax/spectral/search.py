@@ -47,7 +47,9 @@ from freqjax import artifacts, errors, parallel
 from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, fft
 
 METHODS = ("exhaustive", "screened", "coarse_to_fine", "hfss")
-SCREEN_TARGETS = ("ce", "logit", "margin")
+SCREEN_TARGETS = ("linear", "ce", "logit", "margin")
+# Bumped when a method's algorithm changes, so its cached results are recomputed.
+VERSIONS = {"screened": 4, "coarse_to_fine": 4}
 
 
 @dataclasses.dataclass
@@ -113,6 +115,13 @@ def validate(config) -> None:
     fail(
         f"config.analysis.screen.multiple={s.multiple} must be positive (the candidates scored "
         "exactly, as a multiple of the DFM's; e.g. 1.5)."
+    )
+  if not (math.isfinite(s.extend) and s.extend >= 0):
+    fail(f"config.analysis.screen.extend={s.extend} must be >= 0 (0: no further blocks; 0.25).")
+  if not (math.isfinite(s.max_multiple) and s.max_multiple >= s.multiple):
+    fail(
+        f"config.analysis.screen.max_multiple={s.max_multiple} must be at least "
+        f"screen.multiple={s.multiple} (the exactly scored candidates' cap, e.g. 3)."
     )
   if int(s.audit) != s.audit or s.audit < 1:
     fail(f"config.analysis.screen.audit={s.audit} must be a positive whole number (e.g. 8).")
@@ -181,6 +190,24 @@ def _saved(root: str | None, name: str, compute):
     os.makedirs(root, exist_ok=True)
     artifacts.save_npy(path, value)
   return value
+
+
+def written_masks(cands: cand_lib.CandidateSet) -> np.ndarray:
+  """(K, S, S) bool: the cells each candidate's score is written to in the score map."""
+  out = np.zeros((len(cands), cands.size, cands.size), bool)
+  idx = np.arange(cands.size)
+  for k, r, c in cands.writes:
+    rows = (idx - r) % cands.size < cands.patch
+    cols = (idx - c) % cands.size < cands.patch
+    out[k][np.ix_(rows, cols)] = True
+  return out
+
+
+def conjugate(cells: np.ndarray) -> np.ndarray:
+  """The conjugate partners of centred-layout cells: (i, j) -> (-i mod S, -j mod S)."""
+  s = cells.shape[-1]
+  idx = (s - np.arange(s)) % s
+  return cells[..., idx[:, None], idx[None, :]]
 
 
 def ranking_key(scores, exact, secondary) -> np.ndarray:
@@ -279,10 +306,72 @@ def screen_gradients(
   return (total / len(ts)).astype(np.float32)
 
 
+def linearised_scores(
+    apply_fn, variables, mesh, images, labels, cands: cand_lib.CandidateSet, batch: int = 256
+) -> np.ndarray:
+  """(K,) the summed cross-entropy increase when each candidate is removed, with the logits
+  changed to first order: z → z − Σ_{cells of k} ∂z/∂s, then the exact cross-entropy of the
+  changed logits. The softmax's saturation, which makes the cross-entropy's own gradient
+  vanish for confidently classified images, is computed exactly; only the network is
+  linearised. One forward and one backward pass per class and image."""
+  size = images.shape[1]
+  masks = jnp.asarray(cands.removal_masks().reshape(len(cands), -1), jnp.float32)
+
+  def per_image(variables, m, spectrum, label):
+    def z(s):
+      return apply_fn(variables, fft.filter_spectrum(spectrum[None], s))[0].astype(jnp.float32)
+
+    ones = jnp.ones((size, size), jnp.float32)
+    z0 = z(ones)
+    jac = jax.jacrev(z)(ones).reshape(z0.shape[0], -1)  # (C, S·S)
+    zk = z0[None] - m @ jac.T  # (K, C): logits with each candidate removed, to first order
+    ce = lambda v: jax.nn.logsumexp(v, -1) - v[..., label]
+    return ce(zk) - ce(z0)
+
+  repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  f = jax.jit(
+      jax.vmap(per_image, in_axes=(None, None, 0, 0)),
+      in_shardings=(repl, repl, data, data),
+      out_shardings=data,
+  )
+  spec = jax.jit(fft.centred_spectrum)
+  variables = parallel.replicate(mesh, variables)
+  masks = parallel.replicate(mesh, masks)
+  d = int(mesh.devices.size)
+  total = np.zeros(len(cands), np.float64)
+  for i in range(0, len(images), batch):
+    x, y = images[i : i + batch], labels[i : i + batch]
+    pad = (-len(x)) % d
+    if pad:
+      x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+      y = np.concatenate([y, np.zeros(pad, y.dtype)])
+    got = parallel.to_host(f(variables, masks, spec(jnp.asarray(x)), jnp.asarray(y)))
+    total += got[: len(x) - pad].astype(np.float64).sum(0)
+  return total.astype(np.float32)
+
+
 def first_order_scores(cands: cand_lib.CandidateSet, grad: np.ndarray) -> np.ndarray:
   """(K,) estimated increase of B when each candidate is removed: −Σ over its cells of ∂B/∂s."""
   masks = cands.removal_masks().reshape(len(cands), -1).astype(np.float32)
   return -(masks @ grad.reshape(-1).astype(np.float32))
+
+
+def _screen_first_order(engine, images, idx, c, cands, target, steps, batch, store_root):
+  grad = _saved(
+      store_root,
+      f"screen_class{c:04d}",
+      lambda: screen_gradients(
+          engine.apply_fn,
+          engine.variables,
+          engine.mesh,
+          images[idx],
+          np.full(idx.size, c, np.int32),
+          target,
+          steps,
+          batch,
+      ),
+  )
+  return first_order_scores(cands, grad)
 
 
 def screened(
@@ -291,10 +380,12 @@ def screened(
     labels,
     class_indices,
     *,
-    target: str = "ce",
-    multiple: float = 1.5,
+    target: str = "linear",
+    multiple: float = 1.25,
     audit: int = 8,
     steps: int = 1,
+    extend: float = 0.0,
+    max_multiple: float = 3.0,
     threshold: float = 0.05,
     seed: int = 0,
     batch: int = 256,
@@ -307,43 +398,72 @@ def screened(
   scores, exact, keys = [], [], []
   screens, verified_n, audit_hits, audit_n, missed = [], [], [], [], []
   forwards = 0.0
+  num_logits = int(jax.eval_shape(engine.apply_fn, engine.variables, images[:1]).shape[-1])
   for c in class_indices:
     idx = np.nonzero(labels == c)[0]
-    grad = _saved(
-        store_root,
-        f"screen_class{c:04d}",
-        lambda idx=idx, c=c: screen_gradients(
-            engine.apply_fn,
-            engine.variables,
-            engine.mesh,
-            images[idx],
-            np.full(idx.size, c, np.int32),
-            target,
-            steps,
-            batch,
-        ),
-    )
-    forwards += 3.0 * steps * idx.size  # forward + backward (two forwards) per step
-    est = first_order_scores(cands, grad)
-    order = np.argsort(-est, kind="stable")
-    m = min(k_total, math.ceil(multiple * dfm_candidate_count(cands, order, threshold)))
-    top = np.sort(order[:m])
-    rest = np.sort(order[m:])
+    if target == "linear":
+      est = _saved(
+          store_root,
+          f"screen_class{c:04d}",
+          lambda idx=idx, c=c: linearised_scores(
+              engine.apply_fn,
+              engine.variables,
+              engine.mesh,
+              images[idx],
+              np.full(idx.size, c, np.int32),
+              cands,
+              max(8, batch // num_logits),  # num_logits images' backward passes at once
+          ),
+      )
+      forwards += (1.0 + 2.0 * num_logits) * idx.size  # a forward, a backward per logit
+    else:
+      est = _screen_first_order(engine, images, idx, c, cands, target, steps, batch, store_root)
+      forwards += 3.0 * steps * idx.size  # forward + backward (two forwards) per step
+    # The gradient targets' first-order estimates are taken by magnitude: removing a whole
+    # frequency is no small step, and they misjudge the sign of large effects (measured on
+    # Syn-1: two of C2's top-7 exhaustive candidates had the most negative CE estimates).
+    # The linearised screen already includes the softmax's nonlinearity: by its sign.
+    rank_by = est if target == "linear" else np.abs(est)
+    order = np.argsort(-rank_by, kind="stable")
+    n0 = dfm_candidate_count(cands, order, threshold)
+    s = np.full(k_total, np.nan, np.float32)
+
+    def score(index, name, c=c, s=s):
+      index = np.sort(index)
+      got = _exact(
+          engine,
+          images,
+          labels,
+          c,
+          index,
+          _store(store_root, f"{name}_class{c:04d}", [index.tolist()]),
+          class_names,
+      )
+      s[index] = got
+      return got
+
+    pos = min(k_total, math.ceil(multiple * n0))
+    score(order[:pos], "exact")
+    # Further blocks in the screen's order while each brings a candidate into the DFM.
+    block, cap, rounds = max(1, math.ceil(extend * n0)), math.ceil(max_multiple * n0), 0
+    while extend > 0 and pos < min(k_total, cap):
+      scored = np.nonzero(~np.isnan(s))[0]
+      ranked = scored[np.argsort(-s[scored], kind="stable")]
+      cutoff = s[ranked[min(dfm_candidate_count(cands, ranked, threshold), ranked.size) - 1]]
+      blk = order[pos : min(pos + block, cap, k_total)]
+      got_blk = score(blk, f"extend{rounds}")
+      pos, rounds = pos + blk.size, rounds + 1
+      if not np.any(got_blk > cutoff):
+        break
+    top = np.sort(order[:pos])
+    rest = np.sort(order[pos:])
     rng = np.random.default_rng([seed, int(c)])
     aud = np.sort(rng.choice(rest, size=min(int(audit), rest.size), replace=False))
+    if aud.size:
+      score(aud, "audit")
     chosen = np.concatenate([top, aud])
-    got = _exact(
-        engine,
-        images,
-        labels,
-        c,
-        chosen,
-        _store(store_root, f"exact_class{c:04d}", [chosen.tolist()]),
-        class_names,
-    )
+    got = s[chosen]
     forwards += float(chosen.size * idx.size)
-    s = np.empty(k_total, np.float32)
-    s[chosen] = got
     is_exact = np.zeros(k_total, bool)
     is_exact[chosen] = True
     # The rest: the screen's estimate, calibrated on the exactly scored candidates by least
@@ -352,7 +472,7 @@ def screened(
     lowest = float(got.min())
     unscored = ~is_exact
     s[unscored] = np.minimum(a * est[unscored] + b, lowest)
-    key = ranking_key(s, is_exact, est)
+    key = ranking_key(s, is_exact, rank_by)
     # Audit: audited candidates at or above the DFM's lowest exact score, scaled to the rest.
     n_dfm = dfm_candidate_count(cands, np.argsort(-key, kind="stable"), threshold)
     cutoff = np.sort(got)[::-1][min(n_dfm, got.size) - 1]
@@ -383,6 +503,8 @@ def screened(
           "multiple": float(multiple),
           "steps": int(steps),
           "threshold": float(threshold),
+          "extend": float(extend),
+          "max_multiple": float(max_multiple),
           "verified_per_class": verified_n,
           "audit_per_class": audit_n,
           "audit_hits_per_class": audit_hits,
@@ -425,8 +547,8 @@ def coarse_to_fine(
     counts = []
     for li, (p, engine) in enumerate(zip(levels, engines)):
       cs = engine.cands
-      masks = cs.removal_masks()
-      index = np.nonzero((masks & region).reshape(len(cs), -1).any(1))[0]
+      own = written_masks(cs)
+      index = np.nonzero((own & region).reshape(len(cs), -1).any(1))[0]
       got = _exact(
           engine,
           images,
@@ -449,12 +571,19 @@ def coarse_to_fine(
           cell_level[np.ix_(rows, cols)] = li
       if li == len(levels) - 1:
         break
-      # The best candidates of this level until they cover `multiple` × the DFM's cells.
+      # The best candidates of this level are refined at the next, until they and their
+      # conjugate partners cover `multiple` × the DFM's cells. A candidate whose cells are
+      # mostly partners of those already chosen adds nothing (its removal is the same up to
+      # the grid's offset) and is skipped; the final paired candidates score both cells.
       order = index[np.argsort(-got, kind="stable")]
       region = np.zeros((size, size), bool)
+      covered = np.zeros((size, size), bool)
       for k in order:
-        region |= masks[k]
-        if region.sum() >= need:
+        if (own[k] & covered).sum() * 2 > own[k].sum():
+          continue
+        region |= own[k]
+        covered |= own[k] | conjugate(own[k])
+        if covered.sum() >= need:
           break
     # Final candidates: exact where scored at the last level, else their cells' score.
     fin = np.full(len(final), np.nan, np.float32)
@@ -498,6 +627,8 @@ def settings(config, method: str | None = None) -> dict:
   a = config.analysis
   method = method or a.search
   out = {"method": method}
+  if method in VERSIONS:
+    out["version"] = VERSIONS[method]
   if method == "screened":
     out.update(a.screen.to_dict(), threshold=float(a.threshold), seed=int(config.seed))
   elif method == "hfss":
@@ -564,6 +695,8 @@ def run(
         multiple=float(s["multiple"]),
         audit=int(s["audit"]),
         steps=int(s["steps"]),
+        extend=float(s["extend"]),
+        max_multiple=float(s["max_multiple"]),
         threshold=float(a.threshold),
         seed=int(config.seed),
         batch=int(a.batch_size),

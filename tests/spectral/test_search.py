@@ -182,3 +182,38 @@ def test_default_levels_end_at_the_patch_size():
   assert search.default_levels(64, 4) == (8, 4)
   assert search.default_levels(28, 7) == (7,)
   config_lib.validate(_config())  # the defaults are valid
+
+
+def test_linearised_screen_of_a_linear_model_is_the_exact_cross_entropy_change():
+  apply_fn, variables = _linear()
+  images, labels = _data(n_per_class=3, classes=(0, 1, 2))
+  cs = candidates.paired(S, 1)
+  mesh = parallel.make_mesh(4)
+  est = np.zeros(len(cs))
+  for c in range(3):
+    idx = labels == c
+    est_c = search.linearised_scores(apply_fn, variables, mesh, images[idx], labels[idx], cs, 4)
+    est += est_c
+  w = np.asarray(variables["w"], np.float64)
+  spectra = fft.centred_spectrum(jnp.asarray(images))
+
+  def ce(keep):  # summed cross-entropy in float64
+    x = np.asarray(fft.filter_spectrum(spectra, keep), np.float64)
+    z = np.einsum("nhwc,hwck->nk", x, w)
+    m = z.max(1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(z - m).sum(1))
+    return (lse - z[np.arange(len(z)), labels]).sum()
+
+  base = ce(jnp.ones((S, S)))
+  exact = np.array([ce(jnp.asarray(1.0 - m)) - base for m in cs.removal_masks().astype(np.float32)])
+  np.testing.assert_allclose(est, exact, rtol=2e-3, atol=2e-3 * np.abs(exact).max())
+  # The plain first-order change of the cross-entropy is not exact (it misses the softmax's
+  # curvature): the property the linearised screen adds.
+  grad = sum(
+      search.screen_gradients(
+          apply_fn, variables, mesh, images[labels == c], labels[labels == c], "ce"
+      )
+      for c in range(3)
+  )
+  first = search.first_order_scores(cs, grad)
+  assert np.abs(first - exact).max() > 10 * np.abs(est - exact).max()
