@@ -308,7 +308,7 @@ def search_comparison(
         labels,
         ctx.class_names,
         method=method,
-        store_root=os.path.join(root, f"{name}_partial"),
+        store_root=os.path.join(root, f"{name}_{fp}_partial"),
         progress=config.train.progress,
         overrides=overrides,
     )
@@ -316,7 +316,7 @@ def search_comparison(
     if parallel.is_main_process():
       artifacts.save(path, "scores", r.arrays(), dict(meta, fingerprint=fp))
     parallel.sync(f"bench_search_{name}")
-    shutil.rmtree(os.path.join(root, f"{name}_partial"), ignore_errors=True)
+    shutil.rmtree(os.path.join(root, f"{name}_{fp}_partial"), ignore_errors=True)
     return art_ok(path, fp)
 
   ref = result("exhaustive", "exhaustive")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# freqjax's GPU figures on one GPU in under 5 minutes: the DFM engine against the naive loop
-# and plain inference (32 px and 224 px), and training throughput (fp32 and bf16).
+# freqjax's GPU figures on one GPU in under 10 minutes: the DFM engine against the naive loop
+# and plain inference (32 px and 224 px), training throughput (fp32 and bf16), and the fast
+# DFM searches against the exhaustive ranking on a Syn-1 small run trained first.
 #
 #   bash launch/gpu_bench.sh [OUTDIR]        # default OUTDIR: $OUT or ./gpu_bench_out
 #
@@ -33,5 +34,12 @@ run train_r18_32px 50 launch/bench_train.py --config=configs/synthetic.py:syn1 \
   --config.train.batch_size=256
 run train_r18_224px_bf16 60 launch/bench_train.py --config=configs/imagenet10.py:resnet18 \
   --config.train.batch_size=128 --config.model.dtype=bfloat16
+# The DFM search methods against the exhaustive ranking, on a Syn-1 small run trained here
+# (outside OUTDIR: its checkpoints need not come back).
+RUNS=${RUNS:-${TMPDIR:-/tmp}/freqjax_gpu_bench_runs}
+run search_train_syn1 240 launch/train.py --config=configs/synthetic.py:syn1_small \
+  --workdir="$RUNS/syn1_small" --config.train.progress=False
+run search_syn1 240 launch/bench_search.py --config=configs/synthetic.py:syn1_small \
+  --workdir="$RUNS/syn1_small" --config.train.progress=False
 grep -h '^{' "$OUTDIR"/*.log > "$OUTDIR/figures.jsonl" || true
 echo "figures: $OUTDIR/figures.jsonl"

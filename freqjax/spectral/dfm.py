@@ -256,8 +256,13 @@ class Engine:
     return self._cap(k, len(self.cands) if payload is None else len(payload))
 
   def _cap(self, k: int, num_candidates: int) -> int:
-    """Rounds up to a multiple of the device count, at most all candidates (rounded up)."""
-    return min(parallel.round_up(k, self.mesh), parallel.round_up(num_candidates, self.mesh))
+    """Rounds up to a multiple of the device count; for fewer candidates than that, the next
+    power of two at least their number (rounded up): searches that score many subsets of
+    different sizes compile a few programs, not one per size."""
+    k = parallel.round_up(k, self.mesh)
+    if num_candidates >= k:
+      return k
+    return min(k, parallel.round_up(1 << max(0, num_candidates - 1).bit_length(), self.mesh))
 
   def _bytes_per_candidate(self, n, image_shape, payload=None) -> float:
     d = self.devices

@@ -49,7 +49,7 @@ from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, fft
 METHODS = ("exhaustive", "screened", "coarse_to_fine", "hfss")
 SCREEN_TARGETS = ("linear", "ce", "logit", "margin")
 # Bumped when a method's algorithm changes, so its cached results are recomputed.
-VERSIONS = {"screened": 4, "coarse_to_fine": 4}
+VERSIONS = {"screened": 5, "coarse_to_fine": 4}
 
 
 @dataclasses.dataclass
@@ -175,14 +175,16 @@ def _store(root: str | None, name: str, parts) -> dfm_lib.ChunkStore | None:
   return dfm_lib.ChunkStore(os.path.join(root, name), {"fingerprint": _key(parts)})
 
 
-def _saved(root: str | None, name: str, compute):
-  """An array computed once and kept in the store (so a resumed search reuses it)."""
+def _saved(root: str | None, name: str, compute, shape: tuple):
+  """An array of `shape` computed once and kept in the store (a resumed search reuses it)."""
   if root is None:
     return compute()
   path = os.path.join(root, name + ".npy")
   if os.path.exists(path):
     try:
-      return np.load(path, allow_pickle=False)
+      a = np.load(path, allow_pickle=False)
+      if a.shape == tuple(shape):
+        return a
     except Exception:  # pylint: disable=broad-except
       pass
   value = np.asarray(compute())
@@ -370,6 +372,7 @@ def _screen_first_order(engine, images, idx, c, cands, target, steps, batch, sto
           steps,
           batch,
       ),
+      (cands.size, cands.size),
   )
   return first_order_scores(cands, grad)
 
@@ -414,6 +417,7 @@ def screened(
               cands,
               max(8, batch // num_logits),  # num_logits images' backward passes at once
           ),
+          (k_total,),
       )
       forwards += (1.0 + 2.0 * num_logits) * idx.size  # a forward, a backward per logit
     else:
@@ -443,7 +447,12 @@ def screened(
       return got
 
     pos = min(k_total, math.ceil(multiple * n0))
-    score(order[:pos], "exact")
+    rng = np.random.default_rng([seed, int(c)])
+    if extend <= 0:  # the audit is known now: one engine call with the best
+      aud = np.sort(rng.choice(order[pos:], size=min(int(audit), k_total - pos), replace=False))
+      score(np.concatenate([order[:pos], aud]), "exact")
+    else:
+      score(order[:pos], "exact")
     # Further blocks in the screen's order while each brings a candidate into the DFM.
     block, cap, rounds = max(1, math.ceil(extend * n0)), math.ceil(max_multiple * n0), 0
     while extend > 0 and pos < min(k_total, cap):
@@ -457,10 +466,10 @@ def screened(
         break
     top = np.sort(order[:pos])
     rest = np.sort(order[pos:])
-    rng = np.random.default_rng([seed, int(c)])
-    aud = np.sort(rng.choice(rest, size=min(int(audit), rest.size), replace=False))
-    if aud.size:
-      score(aud, "audit")
+    if extend > 0:
+      aud = np.sort(rng.choice(rest, size=min(int(audit), rest.size), replace=False))
+      if aud.size:
+        score(aud, "audit")
     chosen = np.concatenate([top, aud])
     got = s[chosen]
     forwards += float(chosen.size * idx.size)
