@@ -36,6 +36,25 @@ FLAGS = flags.FLAGS
 USER_ERROR_EXIT_CODE = 2
 
 
+def default_host_devices(environ=os.environ) -> None:
+  """Unless XLA_FLAGS already sets it: one XLA host device per core (a power of two, at most
+  8, as `make` does). On the CPU this measured 80–100 img/s against 49–59 with one device
+  for a full-width ResNet-18 at 32 px on two cores (README, Performance); a GPU or TPU
+  backend is unaffected (only the host platform gets the devices). Runs before JAX starts
+  its backends, when the launchers import this module."""
+  current = environ.get("XLA_FLAGS", "")
+  if "xla_force_host_platform_device_count" in current:
+    return
+  n, d = os.cpu_count() or 1, 1
+  while d * 2 <= min(n, 8):
+    d *= 2
+  if d > 1:
+    environ["XLA_FLAGS"] = f"{current} --xla_force_host_platform_device_count={d}".strip()
+
+
+default_host_devices()
+
+
 def define_flags(config: bool = True, workdir: bool = True) -> None:
   if config:
     config_flags.DEFINE_config_file(

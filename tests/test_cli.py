@@ -1,6 +1,7 @@
 """How launchers report failures: one line for user errors (exit code 2), the real error last."""
 
 import errno
+import os
 
 from freqjax import cli, errors
 
@@ -61,3 +62,19 @@ def test_a_bug_keeps_its_traceback_and_ends_with_the_error(capsys):
     assert cli.report_failure(e) == 1
   err = capsys.readouterr().err
   assert "Traceback" in err and err.strip().splitlines()[-1] == "Error: KeyError: 'missing'"
+
+
+def test_launchers_default_to_one_host_device_per_core_unless_xla_flags_say_otherwise(monkeypatch):
+  monkeypatch.setattr(os, "cpu_count", lambda: 6)
+  env = {"XLA_FLAGS": "--xla_cpu_enable_fast_math=false"}
+  cli.default_host_devices(env)
+  assert env["XLA_FLAGS"] == (
+      "--xla_cpu_enable_fast_math=false --xla_force_host_platform_device_count=4"
+  )
+  kept = {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  cli.default_host_devices(kept)
+  assert kept["XLA_FLAGS"] == "--xla_force_host_platform_device_count=1"
+  monkeypatch.setattr(os, "cpu_count", lambda: 1)
+  single = {}
+  cli.default_host_devices(single)
+  assert "XLA_FLAGS" not in single

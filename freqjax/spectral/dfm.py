@@ -100,6 +100,15 @@ class ChunkStore:
       )
     return chunk_size
 
+  def recorded_chunk(self) -> int | None:
+    """The chunk size of matching partial results, if there are any."""
+    try:
+      with open(self.manifest_path) as f:
+        manifest = json.load(f)
+    except (OSError, ValueError):
+      return None
+    return int(manifest["chunk_size"]) if manifest.get("fingerprint") == self.fingerprint else None
+
   def path(self, c: int, i: int) -> str:
     return os.path.join(self.dir, f"class{c:04d}_chunk{i:06d}.npy")
 
@@ -231,8 +240,12 @@ class Engine:
       chunk_size: int | None = None,
       progress: bool = True,
       program: Program | None = None,
+      tune: bool = True,
   ):
     self.apply_fn, self.mesh, self.cands = apply_fn, mesh, cands
+    self.tune = tune
+    self.tune_fraction = 1 / 8  # of the work, at most spent on measuring chunk sizes
+    self.tuning = None  # the last measured choice of chunk size (see `_tune`)
     self.variables = parallel.replicate(mesh, variables)
     self.budget = memory_budget_mb * 2**20 if memory_budget_mb > 0 else _auto_budget(mesh)
     self.fixed_chunk = chunk_size
@@ -263,6 +276,42 @@ class Engine:
     if num_candidates >= k:
       return k
     return min(k, parallel.round_up(1 << max(0, num_candidates - 1).bit_length(), self.mesh))
+
+  def _tune(self, group: Group, items: np.ndarray, largest: int, total_work: int) -> int:
+    """The chunk size, by measurement: candidates per chunk from one per device, doubling up
+    to what the memory budget allows, each timed once on the first group (compilation
+    excluded); the fastest is kept. Stops when a size is markedly slower than the best, and
+    spends at most `tune_fraction` (1/8) of the work. Results do not depend on the choice
+    beyond float rounding; a store records it, so a resumed run uses the same chunks."""
+    sizes = _tune_sizes(self.devices, largest)
+    if len(sizes) < 2:
+      return largest
+    arrays = group.make()
+    sharding = parallel.batch_sharding(self.mesh)
+    rates, spent, best, best_rate = {}, 0, sizes[-1], 0.0
+    for k in sizes:
+      if rates and spent + k * group.size > total_work * self.tune_fraction:
+        break
+      rects = jax.device_put(np.resize(items, (k,) + items.shape[1:]), sharding)
+      compiled = self._chunk.lower(self.variables, rects, arrays).compile()
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled(self.variables, rects, arrays))
+      rate = k * group.size / max(time.perf_counter() - t0, 1e-9)
+      rates[k], spent = rate, spent + k * group.size
+      if rate > best_rate:
+        best, best_rate = k, rate
+      elif rate < 0.8 * best_rate:
+        break
+    if len(rates) < 2:  # too little work to measure more than one size
+      best = largest
+    self.tuning = {
+        "chunk": int(best),
+        "rates_candidate_images_per_s": {str(k): float(v) for k, v in rates.items()},
+        "tuning_candidate_images": int(spent),
+        "largest_by_memory": int(largest),
+    }
+    logging.info("DFM engine: chunk of %d candidates, by measurement %s", best, rates)
+    return best
 
   def _bytes_per_candidate(self, n, image_shape, payload=None) -> float:
     d = self.devices
@@ -348,11 +397,17 @@ class Engine:
     k_total = len(items)
     largest = max(g.size for g in groups)
     chunk = self._cap(self.chunk_size(largest, image_shape, payload), k_total)
+    total_work = sum(g.size for g in groups) * k_total
+    recorded = store.recorded_chunk() if store is not None else None
+    if recorded is None and self.tune and not self.fixed_chunk and jax.process_count() == 1:
+      if self.tuning is None or self.tuning["largest_by_memory"] < chunk:
+        chunk = self._tune(groups[0], items, chunk, total_work)
+      else:  # measured once per engine (a search calls it for many subsets)
+        chunk = self._cap(self.tuning["chunk"], k_total)
     if store is not None:
       chunk = store.open(chunk)
     n_chunks = -(-k_total // chunk)
     padded = np.concatenate([items, np.repeat(items[:1], n_chunks * chunk - k_total, 0)])
-    total_work = sum(g.size for g in groups) * k_total
     bar = parallel.progress(
         total=total_work,
         unit="cand-img",
@@ -389,6 +444,14 @@ class Engine:
     bar.close()
     self.last_rate = done_work / max(time.time() - t0, 1e-9) if done_work else None
     return out
+
+
+def _tune_sizes(devices: int, largest: int) -> list[int]:
+  sizes, k = [], devices
+  while k < largest:
+    sizes.append(k)
+    k *= 2
+  return sizes + [largest]
 
 
 def _auto_budget(mesh) -> float:

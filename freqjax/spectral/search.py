@@ -250,7 +250,7 @@ def exhaustive(engine, images, labels, class_indices, *, store=None, class_names
       float(counts.sum() * len(engine.cands)),
       time.time() - t0,
       {},
-      {"rate_candidate_images_per_s": engine.last_rate},
+      {"rate_candidate_images_per_s": engine.last_rate, "engine_tuning": engine.tuning},
   )
 
 

@@ -174,3 +174,44 @@ def test_greedy_parallel_equals_sequential_rule():
   np.testing.assert_array_equal(par["dfm"], ~removed)
   assert par["evaluations"] < seq["evaluations"]
   assert 0 < (~par["dfm"]).sum() < 16 * 16  # some removals accepted, some rejected
+
+
+def test_chunk_size_by_measurement_is_recorded_and_a_resumed_run_keeps_it(tmp_path, monkeypatch):
+  apply_fn, variables = _tiny(16)
+  images = np.random.default_rng(3).normal(size=(8, 16, 16, 3)).astype(np.float32)
+  labels = np.array([0] * 4 + [1] * 4)
+  cs = candidates.paired(16, 1)
+  mesh = parallel.make_mesh(4)
+  fixed = dfm.Engine(apply_fn, variables, mesh, cs, chunk_size=8, progress=False)
+  want = fixed.rank(images, labels, [0, 1])
+  tuned = dfm.Engine(apply_fn, variables, mesh, cs, memory_budget_mb=64, progress=False)
+  got = tuned.rank(images, labels, [0, 1])
+  t = tuned.tuning
+  assert t is not None and t["chunk"] in map(int, t["rates_candidate_images_per_s"])
+  assert len(t["rates_candidate_images_per_s"]) >= 2 and t["chunk"] % 4 == 0
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)  # the choice changes no score
+
+  # A run killed after two chunks resumes with the recorded chunk size, measuring nothing.
+  store_dir = str(tmp_path / "partial")
+  saves = []
+  real = dfm.ChunkStore.save
+
+  def dying(self, c, i, s):
+    if len(saves) == 2:
+      raise KeyboardInterrupt("killed")
+    saves.append(1)
+    real(self, c, i, s)
+
+  monkeypatch.setattr(dfm.ChunkStore, "save", dying)
+  first = dfm.Engine(apply_fn, variables, mesh, cs, memory_budget_mb=64, progress=False)
+  with pytest.raises(KeyboardInterrupt):
+    first.rank(images, labels, [0, 1], store=dfm.ChunkStore(store_dir, {"run": "t"}))
+  monkeypatch.setattr(dfm.ChunkStore, "save", real)
+  resumed = dfm.Engine(apply_fn, variables, mesh, cs, memory_budget_mb=64, progress=False)
+  monkeypatch.setattr(resumed, "_tune", lambda *a: pytest.fail("measured again"))
+  out = resumed.rank(images, labels, [0, 1], store=dfm.ChunkStore(store_dir, {"run": "t"}))
+  assert dfm.ChunkStore(store_dir, {"run": "t"}).recorded_chunk() == first.tuning["chunk"]
+  uninterrupted = dfm.Engine(
+      apply_fn, variables, mesh, cs, chunk_size=first.tuning["chunk"], progress=False
+  )
+  np.testing.assert_array_equal(out, uninterrupted.rank(images, labels, [0, 1]))
