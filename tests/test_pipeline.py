@@ -284,8 +284,11 @@ def test_a_fast_search_writes_the_dfm_artifacts_from_its_ranking(run, method):
   d.analysis.search = method
   d.analysis.hfss.num_masks, d.analysis.hfss.num_best = 30, 3
   d.analysis.hfss.patch_sizes = (8, 2)
+  exhaustive = (wd / "analysis/scores.npz").read_bytes()
   dfm_stage.run(d, str(wd))
-  scores = artifacts.load(str(wd / "analysis/scores.npz"), "scores")
+  # The exhaustive ranking stays as it was; the method's scores are beside it.
+  assert (wd / "analysis/scores.npz").read_bytes() == exhaustive
+  scores = artifacts.load(str(wd / f"analysis/scores_{method}.npz"), "scores")
   dfms = artifacts.load(str(wd / "analysis/dfm.npz"), "dfm")
   assert scores.meta["search"]["method"] == method
   np.testing.assert_array_equal(

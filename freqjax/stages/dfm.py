@@ -18,6 +18,14 @@ from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, search
 from freqjax.stages import context
 
 
+def scores_path(config, wd) -> str:
+  """analysis/scores.npz for the exhaustive ranking, scores_<method>.npz for the others: an
+  exhaustive ranking (hours at 224 px) is never replaced by a fast search's scores. dfm.npz
+  follows the method last run; it is rebuilt from the kept scores without re-ranking."""
+  method = config.analysis.search
+  return wd.artifact("scores", "" if method == "exhaustive" else f"_{method}")
+
+
 def candidates(config) -> cand_lib.CandidateSet:
   a = config.analysis
   return cand_lib.make(int(config.data.image_size), int(a.patch_size), a.candidates)
@@ -86,7 +94,7 @@ def run_scores(config, ctx: context.Context) -> artifacts.Artifact:
       save_hfss(ctx, result.hfss, fp)
     return result.arrays(), meta
 
-  art = context.cached(ctx.wd.artifact("scores"), "scores", fp, compute)
+  art = context.cached(scores_path(config, ctx.wd), "scores", fp, compute)
   context.discard_partial(store, ctx.wd.dfm_partial)  # its results are in scores.npz now
   return art
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from freqjax import artifacts, parallel, plotting
 from freqjax.data import datasets
 from freqjax.evaluation import compare
-from freqjax.stages import context
+from freqjax.stages import context, dfm as dfm_stage
 
 
 @context.stage
@@ -16,7 +16,7 @@ def run(config, workdir, ctx: context.Context | None = None) -> None:
     return
   ctx = context.ensure(config, workdir, ctx)
   wd, names = ctx.wd, ctx.class_names
-  scores = artifacts.load(wd.artifact("scores"), "scores")
+  scores = artifacts.load(dfm_stage.scores_path(config, wd), "scores")
   dfm_art = artifacts.load(wd.artifact("dfm"), "dfm")
   plotting.score_maps(scores["scores"], names, wd.figure("scores.png"))
   rows = {f"top {100 * t:g}%": dfm_art["dfm"][i] for i, t in enumerate(dfm_art.meta["thresholds"])}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from freqjax import artifacts, errors
 from freqjax.data import datasets
 from freqjax.evaluation import dfm_summary, dynamics as dyn_lib, metrics
-from freqjax.stages import context, shortcut as shortcut_stage
+from freqjax.stages import context, dfm as dfm_stage, shortcut as shortcut_stage
 
 
 def summarise(config, ctx: context.Context, stage_seconds: dict) -> dict:
@@ -18,7 +18,7 @@ def summarise(config, ctx: context.Context, stage_seconds: dict) -> dict:
     )
   sc = artifacts.load(wd.artifact("shortcut"), "shortcut")
   dfm_art = artifacts.load(wd.artifact("dfm"), "dfm")
-  scores = artifacts.load(wd.artifact("scores"), "scores")
+  scores = artifacts.load(dfm_stage.scores_path(config, wd), "scores")
   threshold = float(config.analysis.threshold)
   summary = {
       "config": config.data.name,
