@@ -128,11 +128,11 @@ def test_rerun_reuses_finished_stages(run):
   assert {f: os.path.getmtime(workdir / f) for f in files} == before
 
 
-def test_dfm_launcher_prints_the_dfms_and_planted_overlap(run):
-  c, workdir, _ = run
-  args = [
+def _launch(script, c, workdir):
+  """The command line of a launcher on the fixture's run (its config as flags)."""
+  return [
       sys.executable,
-      str(REPO / "launch/dfm.py"),
+      str(REPO / "launch" / script),
       f"--config={REPO}/configs/synthetic.py:syn1",
       f"--workdir={workdir}",
       f"--config.data.data_dir={c.data.data_dir}",
@@ -142,6 +142,11 @@ def test_dfm_launcher_prints_the_dfms_and_planted_overlap(run):
       "--config.train.batch_size=8",
       "--config.train.eval_batch_size=16",
   ]
+
+
+def test_dfm_launcher_prints_the_dfms_and_planted_overlap(run):
+  c, workdir, _ = run
+  args = _launch("dfm.py", c, workdir)
   env = dict(os.environ, PYTHONPATH=str(REPO))
   out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
@@ -308,19 +313,7 @@ def test_a_fast_search_writes_the_dfm_artifacts_from_its_ranking(run, method):
 def test_bench_search_prints_each_method_against_the_exhaustive_ranking(run):
   c, workdir, _ = run
   wd = _copy(workdir, "bench_search")
-  args = [
-      sys.executable,
-      str(REPO / "launch/bench_search.py"),
-      f"--config={REPO}/configs/synthetic.py:syn1",
-      f"--workdir={wd}",
-      f"--config.data.data_dir={c.data.data_dir}",
-      f"--config.data.synthetic.train_per_class={c.data.synthetic.train_per_class}",
-      f"--config.data.synthetic.test_per_class={c.data.synthetic.test_per_class}",
-      f"--config.model.width_multiplier={c.model.width_multiplier}",
-      "--config.train.batch_size=8",
-      "--config.train.eval_batch_size=16",
-      "--images_per_class=4",
-  ]
+  args = _launch("bench_search.py", c, wd) + ["--images_per_class=4"]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
   assert out.returncode == 0, out.stderr[-3000:]

@@ -294,17 +294,10 @@ def screen_gradients(
   spec = jax.jit(fft.centred_spectrum)
   variables = parallel.replicate(mesh, variables)
   total = np.zeros((size, size), np.float64)
-  d = int(mesh.devices.size)
-  batch = max(d, batch - batch % d)
   for t in ts:
-    for i in range(0, len(images), batch):
-      x, y = images[i : i + batch], labels[i : i + batch]
-      pad = (-len(x)) % d
-      if pad:  # padded images get weight zero below
-        x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-        y = np.concatenate([y, np.zeros(pad, y.dtype)])
-      g = parallel.to_host(f(variables, spec(jnp.asarray(x)), jnp.asarray(y), t))
-      total += g[: len(x) - pad].astype(np.float64).sum(0)
+    for part, n in parallel.padded_batches({"x": images, "y": labels}, batch, mesh):
+      g = parallel.to_host(f(variables, spec(jnp.asarray(part["x"])), jnp.asarray(part["y"]), t))
+      total += g[:n].astype(np.float64).sum(0)
   return (total / len(ts)).astype(np.float32)
 
 
@@ -339,16 +332,10 @@ def linearised_scores(
   spec = jax.jit(fft.centred_spectrum)
   variables = parallel.replicate(mesh, variables)
   masks = parallel.replicate(mesh, masks)
-  d = int(mesh.devices.size)
   total = np.zeros(len(cands), np.float64)
-  for i in range(0, len(images), batch):
-    x, y = images[i : i + batch], labels[i : i + batch]
-    pad = (-len(x)) % d
-    if pad:
-      x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-      y = np.concatenate([y, np.zeros(pad, y.dtype)])
-    got = parallel.to_host(f(variables, masks, spec(jnp.asarray(x)), jnp.asarray(y)))
-    total += got[: len(x) - pad].astype(np.float64).sum(0)
+  for part, n in parallel.padded_batches({"x": images, "y": labels}, batch, mesh):
+    x, y = jnp.asarray(part["x"]), jnp.asarray(part["y"])
+    total += parallel.to_host(f(variables, masks, spec(x), y))[:n].astype(np.float64).sum(0)
   return total.astype(np.float32)
 
 
