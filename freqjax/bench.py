@@ -16,7 +16,7 @@ import time
 import jax
 import numpy as np
 
-from freqjax import artifacts, errors, models, parallel
+from freqjax import errors, models, parallel
 
 
 def emit(title: str, rows: list[tuple[str, str]], figures: dict) -> None:
@@ -200,12 +200,10 @@ def dfm_throughput(
   naive_rate = len(sub) * images_per_class / (time.perf_counter() - t0)
 
   # Plain inference of the same model on unmasked images, batch = the engine's chunk.
-  batch = max(1, min(chunk * images_per_class, 16384))
-  batch = parallel.round_up(batch, mesh)
-  x = jax.device_put(np.resize(images, (batch,) + images.shape[1:]), parallel.batch_sharding(mesh))
-  v = parallel.replicate(mesh, variables)
-  fwd = jax.jit(apply_fn, in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)))
-  plain_rate = batch / _time(lambda: fwd(v, x), 3)
+  batch = parallel.round_up(max(1, min(chunk * images_per_class, 16384)), mesh)
+  plain_rate = _plain_rate(
+      apply_fn, variables, mesh, np.resize(images, (batch,) + images.shape[1:])
+  )
 
   official = candidates.official(image_size, patch_size)
   official_loop = (image_size // patch_size) * (image_size // patch_size // 2 + 1)
@@ -251,6 +249,14 @@ def dfm_throughput(
       "official_unique_masks": len(official),
       "official_loop_masks": official_loop,
   }
+
+
+def _plain_rate(apply_fn, variables, mesh, x: np.ndarray, repeats: int = 3) -> float:
+  """Images/s of one forward pass of the batch x, sharded over the mesh (after a warm-up)."""
+  x = jax.device_put(x, parallel.batch_sharding(mesh))
+  v = parallel.replicate(mesh, variables)
+  fwd = jax.jit(apply_fn, in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)))
+  return len(x) / _time(lambda: fwd(v, x), repeats)
 
 
 def official_forward_count(labels_in_order: np.ndarray, batch: int = 100) -> int:
@@ -309,39 +315,40 @@ def search_comparison(
   root = os.path.join(
       ctx.wd.bench_search, ctx.fingerprint("bench_search", cands.describe(), take.tolist())
   )
-  art_ok = lambda path, fp: context.fresh(path, "scores", fp)
 
   def result(name: str, method: str, overrides: dict | None = None):
     settings = dict(search.settings(config, method), **(overrides or {}))
-    fp = search._key([settings, take.tolist()])  # pylint: disable=protected-access
-    path = os.path.join(root, f"{name}.npz")
-    art = art_ok(path, fp)
-    if art is not None:
-      return art
+    fp = search.settings_key([settings, take.tolist()])
     if method == "exhaustive" and n_used == len(ctx.labels):
-      own = art_ok(ctx.wd.artifact("scores"), ctx.fingerprint("scores", cands.describe()))
+      own = context.fresh(
+          ctx.wd.artifact("scores"), "scores", ctx.fingerprint("scores", cands.describe())
+      )
       if own is not None:
         return own
-    print(f"bench_search: running {name} on {n_used} images ...", flush=True)
-    r = search.run(
-        config,
-        ctx.apply_fn,
-        ctx.variables,
-        ctx.mesh,
-        images,
-        labels,
-        ctx.class_names,
-        method=method,
-        store_root=os.path.join(root, f"{name}_{fp}_partial"),
-        progress=config.train.progress,
-        overrides=overrides,
-    )
-    meta = dict(seconds=r.seconds, forward_equivalents=r.forwards, search=settings, **r.info)
+    partial = os.path.join(root, f"{name}_{fp}_partial")
+
+    def compute():
+      print(f"bench_search: running {name} on {n_used} images ...", flush=True)
+      r = search.run(
+          config,
+          ctx.apply_fn,
+          ctx.variables,
+          ctx.mesh,
+          images,
+          labels,
+          ctx.class_names,
+          method=method,
+          store_root=partial,
+          progress=config.train.progress,
+          overrides=overrides,
+      )
+      meta = dict(seconds=r.seconds, forward_equivalents=r.forwards, search=settings, **r.info)
+      return r.arrays(), meta
+
+    art = context.cached(os.path.join(root, f"{name}.npz"), "scores", fp, compute)
     if parallel.is_main_process():
-      artifacts.save(path, "scores", r.arrays(), dict(meta, fingerprint=fp))
-    parallel.sync(f"bench_search_{name}")
-    shutil.rmtree(os.path.join(root, f"{name}_{fp}_partial"), ignore_errors=True)
-    return art_ok(path, fp)
+      shutil.rmtree(partial, ignore_errors=True)
+    return art
 
   ref = result("exhaustive", "exhaustive")
   ref_forwards = float(n_used * len(cands))
@@ -485,13 +492,7 @@ def plain_throughput(
   variables = models.init(model, jax.random.key(0), image_size)
   b = parallel.round_up(batch, mesh)
   x = np.random.default_rng(0).normal(size=(b, image_size, image_size, 3)).astype(np.float32)
-  x = jax.device_put(x, parallel.batch_sharding(mesh))
-  v = parallel.replicate(mesh, variables)
-  fwd = jax.jit(
-      lambda v, x: model.apply(v, x, train=False),
-      in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
-  )
-  seconds = _time(lambda: fwd(v, x), repeats)
+  rate = _plain_rate(lambda v, x: model.apply(v, x, train=False), variables, mesh, x, repeats)
   return {
       "model": model_name,
       "width_multiplier": width_multiplier,
@@ -500,5 +501,5 @@ def plain_throughput(
       "devices": int(mesh.devices.size),
       "dtype": dtype,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
-      "plain": b / seconds,
+      "plain": rate,
   }

@@ -64,3 +64,20 @@ def tiny_synthetic_config(data_dir, **overrides):
       node = node[p]
     node[last] = value
   return c
+
+
+def tiny_resnet(size: int, num_classes: int = 3, seed: int = 0):
+  """(apply_fn, variables) of a width-4 ResNet-18 in eval mode, with random BN statistics so
+  the network is not trivially symmetric: the model the spectral tests rank candidates of."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from freqjax import models  # pylint: disable=g-import-not-at-top
+
+  model = models.create("resnet18", num_classes=num_classes, width_multiplier=1 / 16)
+  variables = models.init(model, jax.random.key(seed), size)
+  rng = np.random.default_rng(seed)
+  variables = jax.tree_util.tree_map(
+      lambda x: x + 0.1 * rng.normal(size=x.shape).astype(x.dtype), variables
+  )
+  return (lambda v, x: model.apply(v, x, train=False)), variables

@@ -58,6 +58,14 @@ class CandidateSet:
       out[np.ix_(rows, cols)] = scores[k]
     return out
 
+  def written_masks(self) -> np.ndarray:
+    """(K, S, S) bool: the cells each candidate's score is written to in the score map."""
+    out = np.zeros((len(self), self.size, self.size), bool)
+    idx = np.arange(self.size)
+    for k, r, c in self.writes:
+      out[k][np.ix_((idx - r) % self.size < self.patch, (idx - c) % self.size < self.patch)] = True
+    return out
+
   def subset(self, index) -> CandidateSet:
     """The candidates at `index` (for tests and partial runs; no score-map writes)."""
     return dataclasses.replace(self, rects=self.rects[np.asarray(index)], writes=())

@@ -44,7 +44,7 @@ import numpy as np
 import optax
 
 from freqjax import artifacts, errors, parallel
-from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, fft
+from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, fft, masks as masks_lib
 
 METHODS = ("exhaustive", "screened", "coarse_to_fine", "hfss")
 SCREEN_TARGETS = ("linear", "ce", "logit", "margin")
@@ -165,14 +165,15 @@ def dfm_candidate_count(cands: cand_lib.CandidateSet, order: np.ndarray, thresho
   return int(min(len(order), np.searchsorted(covered, need) + 1))
 
 
-def _key(parts) -> str:
+def settings_key(parts) -> str:
+  """A short hash of JSON-able settings (names stores and cached results)."""
   return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _store(root: str | None, name: str, parts) -> dfm_lib.ChunkStore | None:
   if root is None:
     return None
-  return dfm_lib.ChunkStore(os.path.join(root, name), {"fingerprint": _key(parts)})
+  return dfm_lib.ChunkStore(os.path.join(root, name), {"fingerprint": settings_key(parts)})
 
 
 def _saved(root: str | None, name: str, compute, shape: tuple):
@@ -192,24 +193,6 @@ def _saved(root: str | None, name: str, compute, shape: tuple):
     os.makedirs(root, exist_ok=True)
     artifacts.save_npy(path, value)
   return value
-
-
-def written_masks(cands: cand_lib.CandidateSet) -> np.ndarray:
-  """(K, S, S) bool: the cells each candidate's score is written to in the score map."""
-  out = np.zeros((len(cands), cands.size, cands.size), bool)
-  idx = np.arange(cands.size)
-  for k, r, c in cands.writes:
-    rows = (idx - r) % cands.size < cands.patch
-    cols = (idx - c) % cands.size < cands.patch
-    out[k][np.ix_(rows, cols)] = True
-  return out
-
-
-def conjugate(cells: np.ndarray) -> np.ndarray:
-  """The conjugate partners of centred-layout cells: (i, j) -> (-i mod S, -j mod S)."""
-  s = cells.shape[-1]
-  idx = (s - np.arange(s)) % s
-  return cells[..., idx[:, None], idx[None, :]]
 
 
 def ranking_key(scores, exact, secondary) -> np.ndarray:
@@ -543,7 +526,7 @@ def coarse_to_fine(
     counts = []
     for li, (p, engine) in enumerate(zip(levels, engines)):
       cs = engine.cands
-      own = written_masks(cs)
+      own = cs.written_masks()
       index = np.nonzero((own & region).reshape(len(cs), -1).any(1))[0]
       got = _exact(
           engine,
@@ -556,15 +539,10 @@ def coarse_to_fine(
       )
       forwards += float(index.size * n_img)
       counts.append(int(index.size))
-      full = np.full(len(cs), np.nan, np.float32)
-      full[index] = got
-      # Each scored candidate's score goes to the cells it writes (as the score map).
-      for k, r, col in cs.writes:
-        if not np.isnan(full[k]):
-          rows = (np.arange(size) - r) % size < p
-          cols = (np.arange(size) - col) % size < p
-          cell_score[np.ix_(rows, cols)] = full[k]
-          cell_level[np.ix_(rows, cols)] = li
+      # Each scored candidate's score goes to the cells it writes (as the score map; a
+      # paired set writes every cell once).
+      for k, v in zip(index, got):
+        cell_score[own[k]], cell_level[own[k]] = v, li
       if li == len(levels) - 1:
         break
       # The best candidates of this level are refined at the next, until they and their
@@ -578,7 +556,7 @@ def coarse_to_fine(
         if (own[k] & covered).sum() * 2 > own[k].sum():
           continue
         region |= own[k]
-        covered |= own[k] | conjugate(own[k])
+        covered |= own[k] | masks_lib.conjugate(own[k])
         if covered.sum() >= need:
           break
     # Final candidates: exact where scored at the last level, else their cells' score.

@@ -6,20 +6,11 @@ import jax
 import numpy as np
 import pytest
 
-from freqjax import models, parallel
+from freqjax import parallel
 from freqjax.spectral import candidates, dfm
+from tests.conftest import tiny_resnet
 
-
-def _tiny(size, num_classes=3, seed=0):
-  model = models.create("resnet18", num_classes=num_classes, width_multiplier=1 / 16)
-  variables = models.init(model, jax.random.key(seed), size)
-  # Random BN statistics so the eval-mode network is not trivially symmetric.
-  rng = np.random.default_rng(seed)
-  variables = jax.tree_util.tree_map(
-      lambda x: x + 0.1 * rng.normal(size=x.shape).astype(x.dtype), variables
-  )
-  apply_fn = lambda v, x: model.apply(v, x, train=False)
-  return apply_fn, variables
+_tiny = tiny_resnet
 
 
 def _sample(cs, n, seed=0):

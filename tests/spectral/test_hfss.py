@@ -8,21 +8,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freqjax import artifacts, errors, models, parallel, plotting
+from freqjax import artifacts, errors, parallel, plotting
 from freqjax.evaluation import shortcut
 from freqjax.spectral import candidates, dfm, hfss, masks
+from tests.conftest import tiny_resnet
 
 SMALL = {"patch_sizes": (4, 2, 1), "num_masks": 12, "num_best": 3, "chunk_size": 4}
 
 
-def _tiny(size, num_classes=3, seed=0):
-  model = models.create("resnet18", num_classes=num_classes, width_multiplier=1 / 16)
-  variables = models.init(model, jax.random.key(seed), size)
-  rng = np.random.default_rng(seed)
-  variables = jax.tree_util.tree_map(
-      lambda x: x + 0.1 * rng.normal(size=x.shape).astype(x.dtype), variables
-  )
-  return (lambda v, x: model.apply(v, x, train=False)), variables
+_tiny = tiny_resnet
 
 
 def _data(n, size, seed=1):

@@ -3,25 +3,19 @@ the final patch size, equal the exhaustive ranking exactly; on a linear model th
 first-order scores are the exact changes; both resume after an interruption to identical
 results; bad settings are refused before any forward pass."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freqjax import config as config_lib, errors, models, parallel
+from freqjax import config as config_lib, errors, parallel
 from freqjax.spectral import candidates, dfm, fft, search
+from tests.conftest import tiny_resnet
 
 S = 16
 
 
 def _tiny(num_classes=3, seed=0):
-  model = models.create("resnet18", num_classes=num_classes, width_multiplier=1 / 16)
-  variables = models.init(model, jax.random.key(seed), S)
-  rng = np.random.default_rng(seed)
-  variables = jax.tree_util.tree_map(
-      lambda x: x + 0.1 * rng.normal(size=x.shape).astype(x.dtype), variables
-  )
-  return (lambda v, x: model.apply(v, x, train=False)), variables
+  return tiny_resnet(S, num_classes, seed)
 
 
 def _data(n_per_class=4, classes=(0, 1), seed=1):
