@@ -9,7 +9,10 @@ r"""Imports a model trained elsewhere (PyTorch .ckpt/.pth/.pt or .safetensors) i
 The file's naming (the authors' backbone/, torchvision, timm) is detected from its keys; no
 code in the file is run. --config (optional) gives the data and analysis settings to record;
 --image_size, --mean, --std and --class_names fill in what the file does not hold. The last
-line printed is one JSON object (with max_rel_logit_error when --check is given).
+line printed is one JSON object (with max_rel_logit_error when --check is given; above
+--check_tolerance the model was not reproduced: exit code 2, nothing written). A ViT whose
+width, depth, patch size or MLP ratio is not the --arch's is refused, naming the --arch that
+fits (its head count, which the weights do not hold, is the --arch's).
 """
 
 import json
@@ -26,6 +29,12 @@ flags.DEFINE_list("mean", None, "Normalisation mean R,G,B (default: the config's
 flags.DEFINE_list("std", None, "Normalisation std R,G,B (default: the config's).")
 flags.DEFINE_list("class_names", None, "Class names in output order (default: the config's).")
 flags.DEFINE_string("check", None, "An .npz with x_nchw and logits to compare against.")
+flags.DEFINE_float(
+    "check_tolerance",
+    1e-4,
+    "With --check: the largest max relative logit error accepted; above it the import fails "
+    "(exit code 2) and nothing is written.",
+)
 cli.define_flags()
 FLAGS = flags.FLAGS
 
@@ -42,6 +51,7 @@ def main(argv):
       std=FLAGS.std,
       class_names=FLAGS.class_names,
       check=FLAGS.check,
+      check_tolerance=FLAGS.check_tolerance,
       move_aside=cli.move_aside(),
   )
   print(importer.describe(result))

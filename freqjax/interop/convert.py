@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import warnings
 
 import jax
@@ -291,7 +292,12 @@ def _listed(names: list[str]) -> str:
 
 def check_names(tensors, arch: str, naming: str) -> None:
   """CheckpointError listing missing and unexpected tensor names unless they fit exactly."""
-  missing, unexpected = _mismatch(tensors, arch, naming)
+  try:
+    missing, unexpected = _mismatch(tensors, arch, naming)
+  except errors.CheckpointError as e:  # no mapping of `arch` in this naming at all
+    best = closest_arch(tensors, naming)
+    hint = f" The file looks like --arch={best}." if best else ""
+    raise errors.CheckpointError(f"{e}{hint}") from None
   if not (missing or unexpected):
     return
   best = closest_arch(tensors, naming)
@@ -310,6 +316,77 @@ def check_names(tensors, arch: str, naming: str) -> None:
 # ---------------------------------------------------------------------- what it holds ----
 
 
+@dataclasses.dataclass(frozen=True)
+class ViTShape:
+  """What a timm ViT's weights say about its shape (its head count they do not say)."""
+
+  dim: int  # embedding width
+  depth: int  # number of blocks
+  patch: int
+  mlp_ratio: float
+
+  def __str__(self) -> str:
+    return f"width {self.dim}, depth {self.depth}, patch {self.patch}, MLP ratio {self.mlp_ratio:g}"
+
+  def named(self) -> list[str]:
+    """The registry ViTs of exactly this shape."""
+    return sorted(
+        name
+        for name, v in vit_lib.variants().items()
+        if (v["dim"], v["patch"]) == (self.dim, self.patch)
+        and (self.depth, self.mlp_ratio) == (vit_lib.DEPTH, vit_lib.ViT.mlp_ratio)
+    )
+
+  def holds(self) -> str:
+    """'The file holds a ViT of width 192, ... (vit_tiny_patch16_224)'."""
+    named = self.named()
+    return f"The file holds a ViT of {self} ({' or '.join(named) or 'no timm ViT size'})"
+
+
+def vit_shape(tensors) -> ViTShape | None:
+  """The width, depth, patch size and MLP ratio of a timm-named ViT state dict (None where
+  the tensors that tell them are missing: the name check then lists what is)."""
+  try:
+    dim = int(tensors["cls_token"].shape[-1])
+    patch = int(tensors["patch_embed.proj.weight"].shape[-1])
+    hidden = int(tensors["blocks.0.mlp.fc1.weight"].shape[0])
+  except (KeyError, IndexError):
+    return None
+  blocks = {int(m.group(1)) for k in tensors if (m := re.match(r"blocks\.(\d+)\.", k))}
+  return ViTShape(dim, max(blocks) + 1, patch, hidden / dim)
+
+
+def arch_shape(arch: str, width_multiplier: float = 1.0) -> tuple[ViTShape, int]:
+  """The shape of the registry ViT `arch` (at `width_multiplier`, rounded as
+  `models.create` rounds it) and its head count."""
+  v = vit_lib.variants()[arch]
+  dim = models.create(arch, num_classes=1, width_multiplier=width_multiplier).dim
+  return ViTShape(dim, vit_lib.DEPTH, v["patch"], vit_lib.ViT.mlp_ratio), v["num_heads"]
+
+
+def vit_disagreement(shape: ViTShape, arch: str) -> str:
+  """'--arch=vit_base_patch16_224 is width 768. Use --arch=vit_tiny_patch16_224.': what of
+  `arch`'s shape differs from `shape`'s, and the registry ViT of that shape, if any."""
+  if arch not in vit_lib.variants():
+    said = f"--arch={arch} is not a ViT"
+  else:
+    want, _ = arch_shape(arch)
+    fields = (("width", "dim"), ("depth", "depth"), ("patch", "patch"), ("MLP ratio", "mlp_ratio"))
+    diffs = [
+        f"{k} {getattr(want, a):g}" for k, a in fields if getattr(want, a) != getattr(shape, a)
+    ]
+    said = f"--arch={arch} is {', '.join(diffs) or 'that shape'}"
+  named = shape.named()
+  if named:
+    return f"{said}. Use --arch={named[0]}."
+  if (shape.depth, shape.mlp_ratio) != (vit_lib.DEPTH, vit_lib.ViT.mlp_ratio):
+    return (
+        f"{said}; freqjax's ViTs have depth {vit_lib.DEPTH} and MLP ratio "
+        f"{vit_lib.ViT.mlp_ratio:g}, so none reproduces it."
+    )
+  return f"{said}."
+
+
 @dataclasses.dataclass
 class Spec:
   """The model a state dict holds: what `models.create` needs, and the size it implies."""
@@ -317,32 +394,40 @@ class Spec:
   arch: str
   naming: str
   num_classes: int
-  width_multiplier: float
+  width_multiplier: float  # the file's width over the named architecture's
   stem: str
   trained_image_size: int | None  # ViTs: from the position embeddings
+  vit: ViTShape | None = None  # ViTs: what the weights say of the shape
 
 
 def spec(tensors, arch: str, naming: str | None = None) -> Spec:
-  """Infers the class count, width and stem of `arch` from the tensors (names checked)."""
+  """Infers the class count, width and stem of `arch` from the tensors (names checked).
+
+  A ViT's depth, patch size and MLP ratio must be `arch`'s (an error names both shapes and
+  the `--arch` that fits); its width may differ (`width_multiplier`, as freqjax trains
+  narrow ViTs), but its head count is not in the weights: `importer` accepts another width
+  only where the config says so."""
   naming = naming or detect_naming(tensors)
+  shape = vit_shape(tensors) if naming == "timm" else None
+  if shape is not None:
+    want = arch_shape(arch)[0] if arch in vit_lib.variants() else None
+    if want is None or dataclasses.replace(shape, dim=want.dim) != want:  # all but the width
+      raise errors.CheckpointError(f"{shape.holds()}; {vit_disagreement(shape, arch)}")
   check_names(tensors, arch, naming)
   entries = _entries(arch, naming)
   head = entries[-2][0] if entries[-1][0].endswith("bias") else entries[-1][0]
   num_classes = int(tensors[head].shape[0])
-  first = tensors[entries[0][0]] if arch not in vit_lib.variants() else None
   size = None
-  if first is not None:
+  if arch not in vit_lib.variants():
     base = 96 if arch == "alexnet" else 64
-    width = float(first.shape[0]) / base
+    width = float(tensors[entries[0][0]].shape[0]) / base
   else:
-    v = vit_lib.variants()[arch]
-    dim = int(tensors["cls_token"].shape[-1])
-    width = dim / v["dim"]
+    width = shape.dim / vit_lib.variants()[arch]["dim"]
     tokens = int(tensors["pos_embed"].shape[1]) - 1
     grid = int(round(tokens**0.5))
-    size = grid * v["patch"] if grid * grid == tokens else None
+    size = grid * shape.patch if grid * grid == tokens else None
   stem = "imagenet" if naming == "torchvision" else "cifar"
-  return Spec(arch, naming, num_classes, width, stem, size)
+  return Spec(arch, naming, num_classes, width, stem, size, shape)
 
 
 # ----------------------------------------------------------------------- conversion ----

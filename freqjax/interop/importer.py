@@ -17,13 +17,21 @@ launchers use as they use a trained one (pass `--config=configs/imported.py:<wor
 A workdir that holds any run is refused (`Workdir.claim_empty`; `move_aside` renames it);
 importing the same file with the same settings again writes nothing. With `check=IO.npz`
 (`x_nchw`, normalised NCHW float32, and the `logits` PyTorch computed), the converted model
-is run on `x_nchw` and the maximum relative logit error is reported.
+is run on `x_nchw` before anything is written: a maximum relative logit error above
+`check_tolerance` is an error and leaves the workdir as it was.
+
+A ViT's weights give its width, depth, patch size, MLP ratio and class count, not its head
+count, which is the `--arch`'s: a file whose shape is not the named ViT's is refused (naming
+both and the `--arch` that fits) unless the config names this architecture at a
+`width_multiplier` that gives the file's width (a ViT trained by freqjax at that width).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
+import math
 import os
 
 import jax
@@ -84,6 +92,39 @@ def _image_size(requested, ck: convert.Checkpoint, spec: convert.Spec, io, confi
   )
 
 
+def _vit_width(spec: convert.Spec, config) -> convert.Spec:
+  """`spec` with the width multiplier to build a ViT at: 1 where the file's width is the named
+  architecture's; else the one `config` asks for (its model being `spec.arch`), where it
+  gives the file's width with the architecture's head count; else a CheckpointError naming
+  both shapes (the weights do not hold the head count, so a ViT is never rescaled silently)."""
+  if spec.vit is None:
+    return spec
+  named, heads = convert.arch_shape(spec.arch)
+  if spec.vit.dim == named.dim:
+    return dataclasses.replace(spec, width_multiplier=1.0)
+  asked = None
+  if config is not None and config.model.name == spec.arch:
+    asked = float(config.model.width_multiplier)
+    if convert.arch_shape(spec.arch, asked)[0].dim == spec.vit.dim:
+      return dataclasses.replace(spec, width_multiplier=asked)
+  msg = f"{spec.vit.holds()}; {convert.vit_disagreement(spec.vit, spec.arch)}"
+  if not spec.vit.named():
+    ratio = spec.vit.dim / named.dim
+    given = f" (the config's width_multiplier {asked:g} does not give it)" if asked else ""
+    msg += (
+        f" A ViT's weights do not hold its head count, so {spec.arch} ({heads} heads) is not "
+        f"rescaled to width {spec.vit.dim} unless asked{given}: "
+        + (
+            f"for one trained with width_multiplier {ratio:g}, pass the --config it was "
+            f"trained with (--config.model.name={spec.arch} "
+            f"--config.model.width_multiplier={ratio:g})."
+            if spec.vit.dim % heads == 0
+            else f"no width multiplier gives {heads} heads of width {spec.vit.dim}."
+        )
+    )
+  raise errors.CheckpointError(msg)
+
+
 def build_config(base, spec: convert.Spec, image_size: int, *, mean, std, class_names):
   """`base` (or base_config()) with the model and class fields of the imported model."""
   c = copy.deepcopy(base) if base is not None else config_lib.base_config()
@@ -127,15 +168,21 @@ def import_model(
     std=None,
     class_names=None,
     check: str | None = None,
+    check_tolerance: float = 1e-4,
     move_aside: bool = False,
 ) -> dict:
   """Imports `source` as `arch` (a registry name) into `workdir`; returns what was done
-  (and `max_rel_logit_error` with `check`)."""
+  (and `max_rel_logit_error` with `check`: above `check_tolerance` nothing is written)."""
   if arch not in models.names():
     raise errors.ConfigError(f"Unknown --arch={arch!r}; known: {', '.join(models.names())}.")
+  if not (math.isfinite(check_tolerance) and check_tolerance >= 0):
+    raise errors.ConfigError(
+        f"--check_tolerance={check_tolerance} is not a non-negative number (the largest max "
+        "relative logit error accepted, e.g. 1e-4)."
+    )
   ck = convert.read(source)
   naming = convert.detect_naming(ck.tensors)
-  spec = convert.spec(ck.tensors, arch, naming)
+  spec = _vit_width(convert.spec(ck.tensors, arch, naming), config)
   io = _read_io(check) if check else None
   size = _image_size(image_size, ck, spec, io, config)
   c = build_config(config, spec, size, mean=mean, std=std, class_names=class_names)
@@ -155,9 +202,15 @@ def import_model(
       "image_size": size,
       "num_params": models.count_params(variables["params"]),
   }
+  if spec.vit is not None:
+    result["vit"] = dataclasses.asdict(spec.vit) | {"num_heads": model.num_heads}
   sha = _sha256(source)
   imported = {k: result[k] for k in ("source", "format", "naming", "arch")} | {"sha256": sha}
   wd = workdir_lib.Workdir(workdir)
+  if io is not None:  # before anything is written: a model not reproduced leaves no run
+    result.update(_check(model, variables, io, size, check), check_tolerance=check_tolerance)
+    if not result["max_rel_logit_error"] <= check_tolerance:  # NaN fails too
+      raise errors.CheckpointError(_not_reproduced(result, wd, sha))
   with wd.lock():
     ident = workdir_lib.identity(c, None)
     prev = (wd.train_results() or {}).get("imported") or {}
@@ -170,9 +223,24 @@ def import_model(
       wd.claim_empty(ident, move_aside=move_aside, what=f"the model from {source}")
       _write(wd, c, variables, imported)
       result["written"] = True
-  if io is not None:
-    result.update(_check(model, variables, io, size, check))
   return result
+
+
+def _not_reproduced(result: dict, wd: workdir_lib.Workdir, sha: str) -> str:
+  earlier = ((wd.train_results() or {}).get("imported") or {}).get("sha256") == sha
+  return (
+      f"--check={result['check']}: the imported {result['arch']} gives logits with a max "
+      f"relative error of {result['max_rel_logit_error']:.3g} (max absolute "
+      f"{result['max_abs_logit_error']:.3g}) against PyTorch's, above "
+      f"--check_tolerance={result['check_tolerance']:g}: the model was not reproduced, so "
+      f"nothing was written to {wd.root}."
+      + (
+          " (It holds an earlier import of the same file, not written by this launch and left "
+          "as it was.)"
+          if earlier
+          else ""
+      )
+  )
 
 
 def _write(wd: workdir_lib.Workdir, c, variables, imported: dict) -> None:
@@ -236,10 +304,17 @@ def _check(model, variables, io, size: int, path: str) -> dict:
 
 def describe(result: dict) -> str:
   """The lines the launcher prints (before its JSON line)."""
+  vit = result.get("vit")
   lines = [
       f"Imported {result['source']} ({result['format']}, {result['naming']} naming) as "
       f"{result['arch']}: {result['num_classes']} classes, width ×{result['width_multiplier']:g}, "
-      f"{result['stem']} stem, {result['image_size']} px, {result['num_params']:,} parameters.",
+      f"{result['stem']} stem, {result['image_size']} px, {result['num_params']:,} parameters"
+      + (
+          f" (a ViT of width {vit['dim']}, depth {vit['depth']}, patch {vit['patch']}; "
+          f"{vit['num_heads']} heads, from the --arch)."
+          if vit
+          else "."
+      ),
       (
           f"Wrote {result['workdir']} (config.json, checkpoints/0, run.json)."
           if result["written"]
@@ -252,6 +327,7 @@ def describe(result: dict) -> str:
     lines.append(
         f"Check on {result['check_images']} images of {result['check']}: max relative logit "
         f"error {result['max_rel_logit_error']:.3g} "
-        f"(max absolute {result['max_abs_logit_error']:.3g})."
+        f"(max absolute {result['max_abs_logit_error']:.3g}; tolerance "
+        f"{result['check_tolerance']:g})."
     )
   return "\n".join(lines)
