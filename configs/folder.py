@@ -8,8 +8,10 @@ Options (comma-separated key=value): `root` (required, or set --config.data.manu
 pass `classes`), `size` (image size, default 32), `train` / `test` (split folder names,
 default train / test), `classes` (class folders in class-index order, joined by '+'; default:
 every folder of the train split in sorted order, as torchvision's ImageFolder), `mean` and
-`std` (three numbers joined by '+'; default: computed from the train split at `size` px and
-recorded in the run's config.json), `name` (a label, default the root's folder name).
+`std` (three numbers joined by '+'; default: computed from the train split at the image size
+when the launch validates the config, so `--config.data.manual_dir` and
+`--config.data.image_size` count, and recorded in the run's config.json), `name` (a label,
+default the root's folder name). At least two classes.
 Training: a width-16 ResNet-18 for 15 epochs with flip + Pad(4) + random crop (CIFAR-style),
 DFM patches of 4×4 at 64 px and above; override any field as usual.
 """
@@ -66,10 +68,10 @@ def get_config(arg=None):
         "configs/folder.py needs the dataset's root: --config=configs/folder.py:root=/data/mine."
     )
   d.class_folders, d.class_names, d.num_classes = classes, classes, len(classes)
-  if "mean" in opts and "std" in opts:
-    d.mean, d.std = _triple(opts["mean"], "mean"), _triple(opts["std"], "std")
-  elif d.manual_dir:
-    d.mean, d.std = folder.channel_stats(d.manual_dir, d.train_split, classes, d.image_size)
+  # (): computed from the train split when the config is validated, after the command-line
+  # overrides (manual_dir, image_size, ...); see config.resolve_channel_stats.
+  d.mean = _triple(opts["mean"], "mean") if "mean" in opts else ()
+  d.std = _triple(opts["std"], "std") if "std" in opts else ()
   c.augment.crop = "pad_crop"
   c.model.width_multiplier = 0.25
   c.train.epochs = 15

@@ -8,6 +8,7 @@ of valid keys (`check_overrides`).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pathlib
@@ -135,6 +136,10 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.analysis = ml_collections.ConfigDict()
   c.analysis.checkpoint = "best"  # 'best' | 'latest' | a step number
+  # Which data the analysis launchers may use: 'run' (the run's own: a config whose dataset,
+  # normalisation, classes, image size or seed differ from run.json is refused) | 'config'
+  # (this config's data section on purpose, even where it differs; the artifacts record it).
+  c.analysis.data = "run"
   c.analysis.adcs = "paper"  # 'paper' | 'official'
   c.analysis.adcs_class_order = "config"  # 'config' | 'sorted' (folder names, as the
   #                                         authors' ImageFolder: their class indices)
@@ -309,9 +314,56 @@ def heatmap_patch(config) -> int:
   return int(config.analysis.patch_size if p is None else p)
 
 
+def resolve_channel_stats(data_config) -> None:
+  """A folder dataset's `mean`/`std` left as () (configs/folder.py unless given): computed from
+  its train split at `image_size` (`folder.channel_stats`) and set in place. `validate` calls
+  it, once the command-line overrides are applied, so the run's config.json records them."""
+  d = data_config
+  if d.kind != "folder" or (len(d.mean) and len(d.std)):
+    return
+  from freqjax.data import folder  # pylint: disable=g-import-not-at-top
+
+  if not d.manual_dir:
+    raise errors.ConfigError(
+        "config.data.mean/std=() are computed from the train split, but config.data.manual_dir "
+        "is empty: set it (e.g. --config.data.manual_dir=/data/mine) or give mean and std."
+    )
+  split_dir = pathlib.Path(d.manual_dir) / d.train_split
+  if not split_dir.is_dir():
+    raise errors.DatasetError(
+        f"{split_dir} does not exist: config.data.manual_dir must be the dataset root laid out "
+        f"as <root>/{d.train_split}/<class folder>/<image>."
+    )
+  # Each class's folder as the dataset builder finds it (a WNID or name may match a longer one).
+  found = folder.match_class_folders(split_dir, d.class_folders or d.class_names, d.class_names)
+  names = [f.name for f in found]
+  mean, std = folder.channel_stats(d.manual_dir, d.train_split, names, int(d.image_size))
+  d.mean, d.std = tuple(d.mean) or mean, tuple(d.std) or std
+
+
+@functools.lru_cache(maxsize=64)
+def _smallest_size_cached(model_items: tuple, num_classes: int, size: int) -> int | None:
+  from freqjax import models  # pylint: disable=g-import-not-at-top
+
+  try:
+    model = models.from_config(ml_collections.ConfigDict(dict(model_items)), num_classes)
+  except ValueError as e:  # an unknown model name or dtype: the message lists the known ones
+    raise errors.ConfigError(str(e)) from e
+  return size if models.fits(model, size) else models.smallest_image_size(model, size)
+
+
+def smallest_image_size(model_config, num_classes: int, size: int) -> int | None:
+  """`size` if the model runs at `size` px (no feature map of it vanishes), else the smallest
+  image size it takes (None: none up to 4096 px). One trace of the model per launch and
+  setting (`models.fits`), a few more only when it does not fit."""
+  items = tuple(sorted(model_config.to_dict().items()))
+  return _smallest_size_cached(items, int(num_classes), int(size))
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Checks every value that would otherwise fail late (or train silently wrong), before any
-  work starts; raises ConfigError with a message that says how to fix it."""
+  work starts; raises ConfigError with a message that says how to fix it. Fills in what the
+  config leaves to the data: a folder dataset's mean/std = () (`resolve_channel_stats`)."""
   d, a, t = config.data, config.analysis, config.train
 
   def fail(msg: str):
@@ -319,6 +371,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
   if d.kind not in ("synthetic", "folder"):
     fail(f"config.data.kind must be 'synthetic' or 'folder', got {d.kind!r}.")
+  if int(d.num_classes) < 2:
+    need = f"config.data.num_classes={d.num_classes}: a classifier needs at least two classes"
+    if d.kind == "folder":
+      folders = ", ".join(d.class_folders or d.class_names)
+      fail(
+          f"{need} (class folders of {os.path.join(d.manual_dir, d.train_split)}: {folders}); "
+          "add one to the train split, or list two or more with classes=a+b."
+      )
+    fail(f"{need}; set it, with one config.data.class_names entry per class.")
   if len(d.class_names) != d.num_classes:
     fail(
         f"config.data.class_names has {len(d.class_names)} names but num_classes is "
@@ -332,6 +393,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   check_folder_options(d)
   if not int(d.image_size) >= 1:
     fail(f"config.data.image_size={d.image_size} must be a positive number of pixels.")
+  resolve_channel_stats(d)
+  for key in ("mean", "std"):
+    if len(d[key]) != 3:
+      fail(
+          f"config.data.{key}={tuple(d[key])} needs three numbers (R, G, B); () (computed from "
+          "the train split) works for folder datasets only."
+      )
   if not 0.0 <= float(d.val_fraction) < 1.0:
     fail(f"config.data.val_fraction={d.val_fraction} must lie in [0, 1).")
   if not (math.isfinite(t.lr) and t.lr > 0):
@@ -353,6 +421,25 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"{p}×{p} patches; use e.g. {max(p, int(d.image_size) // p * p)} or "
         f"{(int(d.image_size) // p + 1) * p}."
     )
+  if config.model.stem not in ("cifar", "imagenet"):
+    fail(f"config.model.stem={config.model.stem!r}; use 'cifar' or 'imagenet'.")
+  if not vit_patch:  # ViTs: the patch check above
+    m, size = config.model, int(d.image_size)
+    smallest = smallest_image_size(m, d.num_classes, size)
+    model = f"{m.name} ({m.stem} stem)" if m.name.startswith("resnet") else m.name
+    if smallest is None:
+      fail(f"{model} leaves an empty feature map at every image size up to 4096 px.")
+    if smallest != size:
+      fail(
+          f"config.data.image_size={size} is too small for {model}: its downsampling shrinks "
+          f"the feature map to nothing (training would diverge at once); it takes {smallest} "
+          f"px or more, e.g. --config.data.image_size={smallest}."
+      )
+  if a.data not in ("run", "config"):
+    fail(
+        f"config.analysis.data={a.data!r}: use 'run' (the run's own data) or 'config' (this "
+        "config's data section, on purpose, even where it differs from the run's)."
+    )
   if int(a.batch_size) < 1:
     fail(f"config.analysis.batch_size={a.batch_size} must be a positive whole number.")
   size = int(d.image_size)
@@ -370,6 +457,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"config.analysis.threshold={a.threshold} (the DFM used by the shortcut test) is not "
         f"in config.analysis.thresholds={tuple(thresholds)}; add it there, e.g. "
         f"--config.analysis.thresholds='{tuple(sorted(thresholds + [float(a.threshold)]))}'."
+    )
+  if a.candidates not in ("paired", "official"):
+    fail(
+        f"config.analysis.candidates={a.candidates!r}; use 'paired' (true conjugate pairs) or "
+        "'official' (the authors' loop)."
     )
   if a.checkpoint not in ("best", "latest") and not str(a.checkpoint).isdigit():
     fail(f"config.analysis.checkpoint={a.checkpoint!r}; use 'best', 'latest' or a step number.")

@@ -85,6 +85,11 @@ def test_overrides_are_checked_against_the_schema():
         ("train.eval_batch_size", -8, r"config.train.eval_batch_size=-8 must be a positive"),
         ("train.epochs", 0, r"config.train.epochs=0 must be a positive whole number"),
         ("analysis.checkpoint", "bets", r"use 'best', 'latest' or a step number"),
+        ("data.num_classes", 1, r"^config.data.num_classes=1: a classifier needs at least two"),
+        ("data.num_classes", 0, r"^config.data.num_classes=0: a classifier needs at least two"),
+        ("data.mean", (), r"config.data.mean=\(\) needs three numbers .* folder datasets only"),
+        ("model.name", "resnet19", r"Unknown model 'resnet19'. Known models: alexnet"),
+        ("model.stem", "cifar10", r"config.model.stem='cifar10'; use 'cifar' or 'imagenet'"),
     ],
 )
 def test_bad_values_fail_with_the_fix(field, value, message):

@@ -8,6 +8,8 @@ vit_{tiny,small,base}_patch{8,16,32}_224 (`freqjax.models.vit`). Every model is 
 module called as `model.apply(variables, x, train=...)` with x NHWC float32 (normalised
 images) and returns logits (N, num_classes). Variables hold
 'params' and, for the convolutional nets, 'batch_stats' (BatchNorm running statistics).
+`fits(model, size)` / `smallest_image_size(model, size)`: whether its feature maps survive
+its downsampling at that input size (a trace, nothing computed), else the smallest that does.
 """
 
 from __future__ import annotations
@@ -84,3 +86,43 @@ def init(model, rng, image_size: int, channels: int = 3):
 
 def count_params(params) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def fits(model, image_size: int, channels: int = 3) -> bool:
+  """Whether `model` runs on image_size×image_size inputs: its initialisation, traced (nothing
+  computed, no device touched), makes no empty array. A feature map that its downsampling
+  shrinks to 0×0 (VGG's five max-pools below 32 px) is empty, and so is a layer whose fan-in
+  it leaves at 0 (AlexNet's first linear layer, whose initialiser then divides by zero)."""
+  x = jax.ShapeDtypeStruct((1, int(image_size), int(image_size), channels), jnp.float32)
+  try:
+    jaxpr = jax.make_jaxpr(lambda x: model.init(jax.random.key(0), x, train=False))(x)
+  except ZeroDivisionError:
+    return False
+  return not _makes_an_empty_array(jaxpr.jaxpr)
+
+
+def _makes_an_empty_array(jaxpr) -> bool:
+  for eqn in jaxpr.eqns:
+    if any(0 in getattr(v.aval, "shape", ()) for v in eqn.outvars):
+      return True
+    for param in eqn.params.values():
+      for sub in param if isinstance(param, (tuple, list)) else (param,):
+        inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's Jaxpr (jit, custom_jvp, ...)
+        if hasattr(inner, "eqns") and _makes_an_empty_array(inner):
+          return True
+  return False
+
+
+def smallest_image_size(model, above: int, limit: int = 4096) -> int | None:
+  """The smallest image size above `above` (at which `model` does not fit) where it fits, or
+  None if none up to `limit`. Sizes above one that fits fit too (downsampling is monotone),
+  so this is the smallest size the model takes; a few traces (doubling, then bisection)."""
+  lo, hi = int(above), 2 * max(1, int(above))
+  while not fits(model, hi):
+    if hi >= limit:
+      return None
+    lo, hi = hi, min(2 * hi, limit)
+  while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if fits(model, mid) else (mid, hi)
+  return hi

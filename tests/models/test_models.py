@@ -1,5 +1,7 @@
 """Model zoo: parameter counts equal the PyTorch originals; registry errors; options."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,3 +106,49 @@ def test_every_vit_variant_builds_at_32_px_and_a_patch_must_divide_the_size():
   c.model.name, c.data.image_size = "vit_tiny_patch16_224", 40
   with pytest.raises(errors.ConfigError, match="not a multiple of.*16×16 patches; use e.g. 32"):
     config_lib.validate(c)
+
+
+def _forward(name, sizes):
+  """A real forward pass (random init, inference mode) at each size×size: its logits, or None
+  where the model cannot even be built (AlexNet's first linear layer with no input features).
+  One initialisation serves every size whose parameter shapes are the same (VGG's)."""
+  model = models.create(name, num_classes=3, width_multiplier=1 / 16)
+  variables, out = None, []
+  for size in sizes:
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+    try:
+      shapes = jax.eval_shape(model.init, jax.random.key(1), x)
+    except ZeroDivisionError:
+      out.append(None)
+      continue
+    same = lambda a, b: a.shape == b.shape
+    if variables is None or not all(jax.tree.leaves(jax.tree.map(same, shapes, variables))):
+      variables = models.init(model, jax.random.key(1), size)
+    out.append(np.asarray(jax.jit(model.apply)(variables, x)))
+  return out
+
+
+@pytest.mark.parametrize("name", ["vgg11", "alexnet"])
+def test_a_model_too_small_for_the_image_is_refused_naming_the_size_it_takes(name):
+  from freqjax import config as config_lib, errors  # pylint: disable=g-import-not-at-top
+
+  c = config_lib.base_config()
+  c.model.name, c.data.image_size = name, 8
+  with pytest.raises(errors.ConfigError, match=rf"image_size=8 is too small for {name}:") as e:
+    config_lib.validate(c)
+  assert "\n" not in str(e.value) and "learning rate" not in str(e.value)
+  smallest = int(re.search(r"it takes (\d+) px or more", str(e.value)).group(1))
+  at_smallest, below = _forward(name, (smallest, smallest - 1))
+  assert at_smallest.shape == (2, 3) and np.isfinite(at_smallest).all()
+  assert below is None or not np.isfinite(below).all()  # 0×0 maps: the mean of nothing
+
+
+@pytest.mark.parametrize("stem", ["cifar", "imagenet"])
+def test_resnets_take_small_images_with_either_stem(stem):
+  """Padded strided convs and pools keep every map at least 1×1: no refusal at 4 px."""
+  from freqjax import config as config_lib  # pylint: disable=g-import-not-at-top
+
+  c = config_lib.base_config()
+  c.model.stem, c.data.image_size = stem, 4
+  config_lib.validate(c)
+  assert config_lib.smallest_image_size(c.model, 4, 1) == 1
