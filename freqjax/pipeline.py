@@ -15,7 +15,13 @@ import time
 
 from absl import logging
 
-from freqjax import artifacts, parallel, report as report_lib, workdir as workdir_lib
+from freqjax import (
+    artifacts,
+    config as config_lib,
+    parallel,
+    report as report_lib,
+    workdir as workdir_lib,
+)
 from freqjax.data import datasets
 from freqjax.stages import (
     adcs,
@@ -33,6 +39,7 @@ from freqjax.training import loop
 
 def run_pipeline(config, workdir, *, move_aside: bool = False) -> dict:
   """Runs (or reuses) every stage; returns summary.json's content."""
+  config_lib.validate(config)  # before the run's identity is taken (it fills in mean/std)
   wd = workdir_lib.Workdir(workdir)
   with wd.lock():
     seconds = {}

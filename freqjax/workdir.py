@@ -42,6 +42,7 @@ IDENTITY_FIELDS = (
     "image_size",
     "seed",
     "dataset",
+    "normalisation",
     "augment.dfmx",
 )
 
@@ -186,7 +187,9 @@ class Workdir:
 def identity(config, dataset_path: str | None) -> dict:
   """What defines a run: a launch whose config differs in any of these is another run."""
   ident = identity_from_dict(config.to_dict() if hasattr(config, "to_dict") else config)
-  ident["dataset"] = dataset_fingerprint(dataset_path) if dataset_path else None
+  if dataset_path:
+    ident["dataset"] = dataset_fingerprint(dataset_path)
+    ident["dataset_path"] = dataset_path_fingerprint(dataset_path)
   if hasattr(config, "augment") and _dfmx_on(config.augment.dfmx):
     ident["augment.dfmx"] = _dfmx_identity(config)
   return ident
@@ -219,24 +222,44 @@ def identity_from_dict(c: dict) -> dict:
       "image_size": int(d["image_size"]),
       "seed": int(c["seed"]),
       "dataset": None,
+      "normalisation": {
+          "mean": [float(x) for x in d["mean"]],
+          "std": [float(x) for x in d["std"]],
+      },
       # Training with DFM-X makes another run; set by `identity` (it reads the DFMs).
       "augment.dfmx": None if _dfmx_on((c.get("augment") or {}).get("dfmx") or {}) else "off",
   }
 
 
 def dataset_fingerprint(path: str) -> str:
-  """<builder>/<config>/<version> of a prepared dataset: it names a hash of its contents."""
+  """<builder>/content-<hash> of a prepared dataset: a hash of its images and labels
+  (`datasets.content_digest`), so the same images copied elsewhere or touched are the same
+  dataset, and one replaced image is another."""
+  from freqjax.data import datasets  # pylint: disable=g-import-not-at-top
+
+  builder = os.path.normpath(path).split(os.sep)[-3]
+  return f"{builder}/content-{datasets.content_digest(path)}"
+
+
+def dataset_path_fingerprint(path: str) -> str:
+  """<builder>/<config>/<version> of a prepared dataset (what runs recorded as their dataset
+  before the content hash): its config name hashes the files' paths, sizes and mtimes."""
   parts = os.path.normpath(path).split(os.sep)
   return "/".join(parts[-3:])
 
 
 def identity_diff(recorded: dict, current: dict) -> list[tuple[str, Any, Any]]:
-  """(field, recorded, current) for every field both record and that differs."""
+  """(field, recorded, current) for every field both record and that differs. A dataset
+  recorded by an older run as its path fingerprint is compared as one."""
   out = []
   for k in IDENTITY_FIELDS:
     if k in recorded and k in current and recorded[k] is not None and current[k] is not None:
-      if recorded[k] != current[k]:
-        out.append((k, recorded[k], current[k]))
+      if recorded[k] == current[k]:
+        continue
+      if k == "dataset" and "/content-" not in str(recorded[k]):
+        if recorded[k] == current.get("dataset_path"):
+          continue
+      out.append((k, recorded[k], current[k]))
   return out
 
 
@@ -266,6 +289,8 @@ class Lock:
     self.wd = wd
     self._fd = None
     self._depth = 0
+    self._created_root = False
+    self._existing: set[str] = set()  # the workdir's entries when the launch took it
 
   def __enter__(self) -> Workdir:
     if not parallel.is_main_process():
@@ -280,18 +305,28 @@ class Lock:
       _HELD[self.wd.root] = self
     return self.wd
 
-  def __exit__(self, *exc) -> None:
+  def __exit__(self, exc_type, *exc) -> None:
     if not parallel.is_main_process():
       return
     with _HELD_GUARD:
       held = _HELD[self.wd.root]
       held._depth -= 1
       if held._depth == 0:
+        if exc_type is not None:
+          held._tidy_after_failure()
         held._release()
         del _HELD[self.wd.root]
 
   def _acquire(self) -> None:
-    os.makedirs(self.wd.root, exist_ok=True)
+    root = self.wd.root
+    if os.path.exists(root) and not os.path.isdir(root):
+      raise errors.WorkdirError(
+          f"--workdir {root} is a file, not a directory; nothing was written. Choose another "
+          "--workdir (a new or existing directory)."
+      )
+    self._created_root = not os.path.exists(root)
+    os.makedirs(root, exist_ok=True)
+    self._existing = set(os.listdir(root))
     fd = os.open(self.wd.lock_file, os.O_RDWR | os.O_CREAT, 0o666)
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -333,14 +368,64 @@ class Lock:
       os.close(self._fd)
       self._fd = None
 
+  def _tidy_after_failure(self) -> None:
+    """After a failed launch, leaves the workdir as the launch found it, as far as the launch
+    wrote nothing worth keeping: a first run that failed before its first checkpoint loses
+    the run.json and config.json it wrote (so they cannot block the corrected launch); the
+    lock file and empty folders it made go too, and the workdir itself if it made it and it is
+    now empty.
+    Nothing that existed before the launch is touched."""
+    root, new = self.wd.root, set()
+    try:
+      new = set(os.listdir(root)) - self._existing
+    except OSError:
+      return
+    ck = self.wd.checkpoints
+    checkpointed = os.path.isdir(ck) and any(n.isdigit() for n in os.listdir(ck))
+    first_run = RUN_FILE not in self._existing and not checkpointed
+    for name in sorted(new - {".lock"}):
+      path = os.path.join(root, name)
+      try:
+        if first_run and name in _FIRST_RUN_FILES:
+          os.remove(path)
+        elif os.path.isdir(path):
+          _remove_empty_dirs(path)
+      except OSError:
+        pass
+    if ".lock" in new or self._created_root:
+      try:
+        os.remove(self.wd.lock_file)
+      except OSError:
+        pass
+    if self._created_root:
+      try:
+        os.rmdir(root)  # only if now empty
+      except OSError:
+        pass
+
   def relock(self) -> None:
     """After the workdir was moved aside: lock the fresh one at the same path."""
     old = self._fd
     self._fd = None
     self._acquire()
+    self._created_root, self._existing = True, set()
     if old is not None:
       fcntl.flock(old, fcntl.LOCK_UN)
       os.close(old)
+
+
+# What records a first launch's run before its first checkpoint (removed if it fails, so that
+# it cannot block the corrected launch; its training logs stay, to show what happened).
+_FIRST_RUN_FILES = (RUN_FILE, "config.json")
+
+
+def _remove_empty_dirs(top: str) -> None:
+  """Removes `top` and the folders under it that hold no file (never a file)."""
+  for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+    try:
+      os.rmdir(dirpath)
+    except OSError:
+      pass
 
 
 def locked(root) -> Lock:

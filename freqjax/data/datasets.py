@@ -12,6 +12,7 @@ batch by batch from the array_record files (`tfds.data_source`-style random acce
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -206,6 +207,47 @@ def _prepare(builder, in_memory_mb: float) -> Dataset:
 def open_prepared(path: str, in_memory_mb: float = 2048) -> Dataset:
   """A dataset prepared earlier, from its directory (e.g. an artifact's meta['dataset'])."""
   return Dataset(path, tfds.builder_from_directory(path).info, in_memory_mb)
+
+
+CONTENT_FILE = "freqjax_content.json"
+_CONTENT_CACHE: dict[str, str] = {}
+
+
+def content_digest(path: str, chunk: int = 1024) -> str:
+  """A hash of a prepared dataset's content: every split's images (shape and pixels) and
+  labels, in order. Two preparations of the same images (a copy of the folder elsewhere,
+  touched files) have the same digest; one replaced image changes it. Computed once and kept
+  beside the dataset (`freqjax_content.json`)."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+
+  from freqjax import artifacts  # pylint: disable=g-import-not-at-top
+
+  path = os.path.abspath(path)
+  if path in _CONTENT_CACHE:
+    return _CONTENT_CACHE[path]
+  sidecar = os.path.join(path, CONTENT_FILE)
+  try:
+    with open(sidecar) as f:
+      digest = str(json.load(f)["digest"])
+  except (OSError, ValueError, KeyError, TypeError):
+    builder = tfds.builder_from_directory(path)
+    h = hashlib.sha1()
+    for split in sorted(builder.info.splits.keys()):
+      src = builder.as_data_source(split)
+      h.update(f"split {split} {len(src)}".encode())
+      for start in range(0, len(src), chunk):
+        for r in src.__getitems__(list(range(start, min(start + chunk, len(src))))):
+          image = np.ascontiguousarray(r["image"])
+          h.update(f"{image.shape} {image.dtype} {int(r['label'])}".encode())
+          h.update(image.tobytes())
+    digest = h.hexdigest()[:16]
+    if jax.process_index() == 0:
+      try:
+        artifacts.write_json(sidecar, {"digest": digest, "what": content_digest.__doc__})
+      except OSError:  # a read-only data dir: recomputed next time
+        pass
+  _CONTENT_CACHE[path] = digest
+  return digest
 
 
 def prepare(data_config) -> Dataset:

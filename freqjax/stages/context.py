@@ -34,6 +34,9 @@ class Context:
   images: np.ndarray  # normalised test images (N, S, S, 3) float32
   labels: np.ndarray
   class_names: list
+  # With config.analysis.data='config': the run's identity fields this config's data differs
+  # in, {field: [in the run, now]} (recorded in every artifact and in the fingerprints).
+  data_differs: dict = dataclasses.field(default_factory=dict)
 
   def apply_fn(self, variables, x):
     return self.model.apply(variables, x, train=False)
@@ -53,6 +56,11 @@ class Context:
         "classes": self.class_names,
         "image_size": int(c.data.image_size),
         "layout": "centred",
+        **(
+            {"analysis_data": {"source": "config", "differs_from_run": self.data_differs}}
+            if self.data_differs
+            else {}
+        ),
         **extra,
     }
 
@@ -64,7 +72,8 @@ class Context:
             self.checkpoint.get("checkpoint_step") if model else "data only",
             self.dataset.path,
             [p.to_dict() if hasattr(p, "to_dict") else p for p in parts],
-        ],
+        ]
+        + ([self.data_differs] if self.data_differs else []),
         sort_keys=True,
         default=str,
     )
@@ -79,11 +88,49 @@ def normalised(config, images: np.ndarray, batch: int = 512) -> np.ndarray:
   )
 
 
+# Identity fields that --config.analysis.data=config may change (the data analysed); a run's
+# model fields never: its checkpoint is of that model.
+DATA_FIELDS = ("dataset", "normalisation", "class_names", "image_size", "seed", "augment.dfmx")
+
+
+def check_identity(config, wd: workdir_lib.Workdir, ds, *, model: bool = True) -> dict:
+  """Refuses to analyse a run with data other than it was trained on, as training does.
+
+  Compares the run's identity (run.json: dataset content, normalisation, classes, image
+  size, seed, model) with this config's. With `config.analysis.data='config'` differing data
+  fields are allowed and returned ({field: [in the run, now]}), to be recorded; otherwise
+  any difference is a WorkdirError that names each field and the ways out.
+  """
+  recorded = wd.recorded_identity()
+  if recorded is None:
+    return {}
+  diff = workdir_lib.identity_diff(recorded, workdir_lib.identity(config, ds.path))
+  if not diff:
+    return {}
+  fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diff)
+  if config.analysis.data == "config" and all(k in DATA_FIELDS for k, _, _ in diff):
+    logging.warning("Analysing %s with this config's data on purpose: %s", wd.root, fields)
+    return {k: [a, b] for k, a, b in diff}
+  what = "its model" if model else "it"
+  way_out = (
+      " or, to analyse this data with that model on purpose, add --config.analysis.data=config "
+      "(the artifacts record it)"
+      if all(k in DATA_FIELDS for k, _, _ in diff)
+      else ""
+  )
+  raise errors.WorkdirError(
+      f"Workdir {wd.root} holds a run trained with other settings ({fields}); {what} was not "
+      f"analysed and nothing was written. Use the config it was trained with "
+      f"(--config=configs/imported.py:{wd.root}),{way_out} or use a new --workdir."
+  )
+
+
 def load_context(config, workdir) -> Context:
   """Restores the checkpoint `config.analysis.checkpoint` of `workdir` (refusing one of
-  another model) and reads the test split."""
+  another model, or data other than the run's: `check_identity`) and reads the test split."""
   wd = workdir_lib.Workdir(workdir)
   model, variables, info, mesh, ds = loop.restore_model(config, wd.root, config.analysis.checkpoint)
+  differs = check_identity(config, wd, ds)
   images, labels = ds.arrays("test")
   return Context(
       config,
@@ -96,25 +143,19 @@ def load_context(config, workdir) -> Context:
       normalised(config, images),
       labels,
       ds.class_names,
+      differs,
   )
 
 
 def load_data(config, workdir) -> Context:
   """The normalised test split without a model (for stages of the data alone, e.g. ADCS):
-  no checkpoint is needed; the dataset is prepared if it is not yet."""
+  no checkpoint is needed; the dataset is prepared if it is not yet. A workdir that records
+  a run of other data is refused (`check_identity`): its analysis is never replaced."""
   from freqjax.data import datasets  # pylint: disable=g-import-not-at-top
 
   ds = datasets.prepare(config.data)
   wd = workdir_lib.Workdir(workdir)
-  recorded = wd.recorded_identity()
-  if recorded is not None:  # never replace another run's analysis with this config's
-    diff = workdir_lib.identity_diff(recorded, workdir_lib.identity(config, ds.path))
-    if diff:
-      fields = "; ".join(f"{k}: {a!r} in the workdir, {b!r} now" for k, a, b in diff)
-      raise errors.WorkdirError(
-          f"Workdir {wd.root} holds another run ({fields}); its analysis was left as it is. "
-          "Use a new --workdir for this config."
-      )
+  differs = check_identity(config, wd, ds, model=False)
   images, labels = ds.arrays("test")
   mesh = parallel.make_mesh(int(config.train.num_devices))
   return Context(
@@ -128,6 +169,7 @@ def load_data(config, workdir) -> Context:
       normalised(config, images),
       labels,
       ds.class_names,
+      differs,
   )
 
 

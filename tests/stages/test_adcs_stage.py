@@ -67,6 +67,6 @@ def test_adcs_of_another_config_never_replaces_a_run_s_analysis(shared_data, tmp
   )
   assert out.returncode == 2, out.stderr[-3000:]
   last = out.stderr.strip().splitlines()[-1]
-  assert "holds another run" in last and "class_names" in last, last
+  assert "holds a run trained with other settings" in last and "class_names" in last, last
   assert (workdir / "analysis" / "adcs.npz").read_bytes() == b"the run's own ADCS"
   assert not (workdir / "figures").exists()
