@@ -13,10 +13,12 @@ trains may move a conflicting run aside), --traceback, and the multi-host trio
 --coordinator_address, --num_processes, --process_id (jax.distributed).
 
 Errors: the config is validated before any work starts. A user error (`errors.UserError`:
-config, dataset, artifact, checkpoint, workdir, a full disk) prints one line, `Error: ...`,
-and exits with code 2; --traceback or FREQJAX_TRACEBACK=1 shows the traceback too. Any other
-failure prints its traceback and then, as the last line, the error. Either way the process
-exits at once, so library threads' shutdown noise never buries the message.
+config, dataset, artifact, checkpoint, workdir, a full disk, a path that cannot be written,
+an unparsable flag value) prints one line, `Error: ...`, and exits with code 2;
+--traceback or FREQJAX_TRACEBACK=1 shows the traceback too. Any other failure prints one
+line too, naming the log file that holds its traceback (`log_dir()`), and exits with code 1.
+Either way the process exits at once, so library threads' shutdown noise never buries the
+message.
 """
 
 from __future__ import annotations
@@ -135,7 +137,18 @@ def run(main) -> None:
   except errors.UserError as e:
     print(f"Error: {e}", file=sys.stderr)
     sys.exit(USER_ERROR_EXIT_CODE)
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=parse_flags)
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with an unparsable value (e.g. --config.train.epochs=abc) as one
+  line and exit code 2, like every other user error."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    message = " ".join(str(e).split())
+    print(f"Error: {message} (see --helpfull for every flag).", file=sys.stderr, flush=True)
+    sys.exit(USER_ERROR_EXIT_CODE)
 
 
 def _take_stderr():
@@ -177,6 +190,9 @@ def user_message(e: BaseException) -> str | None:
           "Interrupted. Rerun the same command to resume: finished checkpoints and "
           "ranking chunks are kept."
       )
+    denied = _denied(e)
+    if denied is not None:
+      return denied
     e = e.__cause__ or e.__context__
   return None
 
@@ -193,18 +209,73 @@ def _disk_full(e: BaseException) -> str | None:
   return None
 
 
+def _denied(e: BaseException) -> str | None:
+  """The message for a path that cannot be written or read as asked (permissions, a
+  read-only disk, a file where a directory belongs), else None."""
+  if not isinstance(e, OSError) or e.errno not in _PATH_ERRNOS:
+    return None
+  what = e.filename or "a file"
+  if e.errno in (errno.EEXIST, errno.ENOTDIR):
+    return (
+        f"{what} is in the way: a file stands where a directory is needed. Choose another "
+        "--workdir (or data_dir), or move that file."
+    )
+  why = "the disk is read-only" if e.errno == errno.EROFS else "permission denied"
+  return (
+      f"Cannot write or read {what} ({why}). Use a --workdir (or data_dir) you can write to, "
+      "or fix its permissions."
+  )
+
+
+_PATH_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS, errno.EEXIST, errno.ENOTDIR)
+
+
+def log_dir() -> str:
+  """Where the traceback of an unexpected failure goes: $FREQJAX_LOG_DIR, else
+  ~/.cache/freqjax/logs."""
+  return os.environ.get("FREQJAX_LOG_DIR") or os.path.join(
+      os.path.expanduser("~"), ".cache", "freqjax", "logs"
+  )
+
+
+def _write_traceback(e: BaseException) -> str | None:
+  """Writes e's traceback to a new file in `log_dir()`; its path, or None if none could be
+  written."""
+  import datetime  # pylint: disable=g-import-not-at-top
+
+  stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+  name = os.path.splitext(os.path.basename(sys.argv[0] or "freqjax"))[0] or "freqjax"
+  path = os.path.join(log_dir(), f"{name}-{stamp}-{os.getpid()}.log")
+  try:
+    os.makedirs(log_dir(), exist_ok=True)
+    with open(path, "w") as f:
+      f.write("command: " + " ".join(sys.argv) + "\n\n")
+      traceback.print_exception(e, file=f)
+  except OSError:
+    return None
+  return path
+
+
 def report_failure(e: BaseException, show_traceback: bool = False, file=None) -> int:
-  """Prints a failure for a user to `file` (default stderr); returns the exit code (2 for
-  user errors, 130 for Ctrl-C, 1 otherwise)."""
+  """Prints a failure for a user to `file` (default stderr) as one line; returns the exit
+  code (2 for user errors, 130 for Ctrl-C, 1 otherwise). An unexpected failure's traceback
+  goes to a log file (`log_dir()`) that the line names, or to `file` with `show_traceback`."""
   file = file or sys.stderr
   msg = user_message(e)
   if isinstance(e, KeyboardInterrupt):
     print(f"\n{msg}", file=file, flush=True)
     return 130
-  if msg is None or show_traceback:
+  if show_traceback:
     traceback.print_exception(e, file=file)
   if msg is None:
-    print(f"Error: {type(e).__name__}: {e}", file=file, flush=True)
+    where = None if show_traceback else _write_traceback(e)
+    kept = f"; its traceback is in {where}" if where else ""
+    print(
+        f"Error: {type(e).__name__}: {' '.join(str(e).split())[:2000]} (an unexpected failure, "
+        f"not a problem with your input{kept}; rerun with --traceback to see it here)",
+        file=file,
+        flush=True,
+    )
     return 1
   print(f"Error: {msg}", file=file, flush=True)
   return USER_ERROR_EXIT_CODE

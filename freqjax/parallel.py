@@ -14,6 +14,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from freqjax import errors
+
 AXIS = "data"
 
 
@@ -44,9 +46,11 @@ def make_mesh(num_devices: int = 0) -> Mesh:
   devices = jax.devices()
   if num_devices:
     if jax.process_count() > 1 and num_devices != len(devices):
-      raise ValueError("config.train.num_devices must be 0 (all devices) in multi-host runs.")
+      raise errors.ConfigError(
+          "config.train.num_devices must be 0 (all devices) in multi-host runs."
+      )
     if num_devices > len(devices):
-      raise ValueError(
+      raise errors.ConfigError(
           f"config.train.num_devices={num_devices} but only {len(devices)} "
           "devices are visible; use 0 for all of them."
       )
@@ -96,8 +100,6 @@ def map_batches(fn, x: np.ndarray, batch_size: int, mesh: Mesh) -> np.ndarray:
 
 
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = "config.train.batch_size"):
-  from freqjax import errors  # pylint: disable=g-import-not-at-top
-
   n = mesh.devices.size
   if global_batch % n:
     up = round_up(global_batch, mesh)

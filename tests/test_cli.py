@@ -55,13 +55,35 @@ def test_user_errors_are_one_line_unless_the_traceback_is_asked_for(capsys):
   assert "Traceback" in err and err.strip().splitlines()[-1].startswith("Error: config.train")
 
 
-def test_a_bug_keeps_its_traceback_and_ends_with_the_error(capsys):
+def test_a_bug_is_one_line_naming_the_log_file_that_keeps_its_traceback(
+    capsys, tmp_path, monkeypatch
+):
+  monkeypatch.setenv("FREQJAX_LOG_DIR", str(tmp_path / "logs"))
   try:
     {}["missing"]
   except KeyError as e:
     assert cli.report_failure(e) == 1
+  (line,) = capsys.readouterr().err.strip().splitlines()
+  assert line.startswith("Error: KeyError: 'missing' (an unexpected failure"), line
+  (log,) = (tmp_path / "logs").iterdir()
+  assert str(log) in line
+  text = log.read_text()
+  assert "Traceback" in text and "in test_a_bug_is_one_line" in text and "KeyError" in text
+  try:
+    {}["missing"]
+  except KeyError as e:
+    assert cli.report_failure(e, show_traceback=True) == 1
   err = capsys.readouterr().err
-  assert "Traceback" in err and err.strip().splitlines()[-1] == "Error: KeyError: 'missing'"
+  assert "Traceback" in err and err.strip().splitlines()[-1].startswith("Error: KeyError")
+
+
+def test_a_path_that_cannot_be_written_is_a_user_error(capsys):
+  e = PermissionError(errno.EACCES, "Permission denied", "/runs/x/.lock")
+  assert cli.report_failure(e) == 2
+  assert capsys.readouterr().err.strip() == (
+      "Error: Cannot write or read /runs/x/.lock (permission denied). Use a --workdir (or "
+      "data_dir) you can write to, or fix its permissions."
+  )
 
 
 def test_launchers_default_to_one_host_device_per_core_unless_xla_flags_say_otherwise(monkeypatch):

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from freqjax import errors
+
 
 class Loader:
 
@@ -40,9 +42,9 @@ class Loader:
     self.rows = rows or slice(0, self.global_batch)
     self.prefetch = prefetch
     if drop_remainder and len(self.indices) < self.global_batch:
-      raise ValueError(
+      raise errors.DatasetError(
           f"The split has {len(self.indices)} examples, fewer than one global batch of "
-          f"{self.global_batch}; lower config.train.batch_size."
+          f"{self.global_batch}; lower config.train.batch_size (or add images)."
       )
 
   def __len__(self) -> int:
