@@ -1,6 +1,14 @@
 """Test set-up: four CPU devices for every test process (multi-device code is tested on the
-CPU with forced host devices), quiet logs, and small shared fixtures."""
+CPU with forced host devices), quiet logs, and small shared fixtures.
 
+XLA flags other than the device count are kept, for this process and the launchers tests
+start. `make test` uses that for its second pass: the tests marked `trains` (they assert what
+a trained model learned) run again with `--xla_cpu_max_isa=SSE4_2`, XLA's CPU code for an
+older processor, which trains a model whose parameters differ in every bit. A test that
+passes under both asserts what the method promises, not one machine's training outcome.
+"""
+
+import hashlib
 import os
 
 # Must happen before JAX initialises its backends.
@@ -14,9 +22,11 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # One persistent XLA compilation cache for the whole session (xdist workers and the
 # subprocesses tests start): the same small programs compile once, not once per test.
+# One cache per set of XLA flags (the ISA pass compiles other code).
+_tag = hashlib.sha1(" ".join(sorted(_flags)).encode()).hexdigest()[:8] if _flags else "default"
 os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR",
-    os.path.join(os.environ.get("TMPDIR", "/tmp"), f"freqjax-test-xla-cache-{os.getuid()}"),
+    os.path.join(os.environ.get("TMPDIR", "/tmp"), f"freqjax-test-xla-cache-{os.getuid()}-{_tag}"),
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
 

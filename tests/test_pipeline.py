@@ -258,6 +258,7 @@ def test_notebook_runs_top_to_bottom(run, dfmx_run):
   assert "api.analyze, DFMs at 25% of 8" in text  # the Python API on the run's model
 
 
+@pytest.mark.trains
 def test_learning_dynamics_study_reports_the_learning_order(tmp_path):
   c = tiny_synthetic_config(
       tmp_path / "data",

@@ -51,8 +51,15 @@ def cli_args(c, workdir):
 
 
 def subprocess_env(devices):
+  """The test process's environment with `devices` host devices; its other XLA flags (the
+  instruction set of `make test`'s second pass, see tests/conftest.py) are kept."""
   env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  kept = [
+      f
+      for f in env.get("XLA_FLAGS", "").split()
+      if not f.startswith("--xla_force_host_platform_device_count")
+  ]
+  env["XLA_FLAGS"] = " ".join(kept + [f"--xla_force_host_platform_device_count={devices}"])
   env["PYTHONPATH"] = str(REPO)
   return env
 
