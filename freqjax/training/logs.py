@@ -40,7 +40,9 @@ class MetricWriter:
   def _truncate(self, step: int) -> None:
     if not os.path.exists(self.path):
       return
-    keep = [line for line in read_jsonl(self.path) if line["step"] <= step]
+    # A resumed run writes its own final test line, so an earlier one never stays (a rerun of
+    # a finished run, or a kill between that line and train_results.json, would repeat it).
+    keep = [r for r in read_jsonl(self.path) if r["step"] <= step and r["split"] != "test"]
     artifacts.write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
   def write(self, step: int, split: str, metrics: dict) -> None:
