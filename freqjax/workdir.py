@@ -48,10 +48,16 @@ IDENTITY_FIELDS = (
 
 
 class Workdir:
-  """Paths of one run directory (nothing is created until something is written)."""
+  """Paths of one run directory (nothing is created until something is written).
 
-  def __init__(self, root: str | os.PathLike):
+  `other_data`: the analysis of data other than the run's, on purpose
+  (`config.analysis.data='config'`), writes its artifacts and figures to
+  analysis/<other_data>/ and figures/<other_data>/, never over the run's own.
+  """
+
+  def __init__(self, root: str | os.PathLike, other_data: str = ""):
     self.root = os.path.abspath(os.fspath(root))
+    self.other_data = other_data
 
   def __fspath__(self) -> str:
     return self.root
@@ -69,21 +75,21 @@ class Workdir:
   metrics = property(lambda self: self.path("metrics.jsonl"))
   tensorboard = property(lambda self: self.path("tensorboard"))
   train_results_file = property(lambda self: self.path("train_results.json"))
-  analysis = property(lambda self: self.path("analysis"))
-  figures = property(lambda self: self.path("figures"))
+  analysis = property(lambda self: self.path("analysis", self.other_data))
+  figures = property(lambda self: self.path("figures", self.other_data))
   report = property(lambda self: self.path("report.md"))
   summary = property(lambda self: self.path("summary.json"))
-  dfm_partial = property(lambda self: self.path("analysis", "dfm_partial"))
-  heatmap_partial = property(lambda self: self.path("analysis", "heatmap_partial"))
-  bench_search = property(lambda self: self.path("analysis", "bench_search"))
+  dfm_partial = property(lambda self: os.path.join(self.analysis, "dfm_partial"))
+  heatmap_partial = property(lambda self: os.path.join(self.analysis, "heatmap_partial"))
+  bench_search = property(lambda self: os.path.join(self.analysis, "bench_search"))
   lock_file = property(lambda self: self.path(".lock"))
 
   def artifact(self, kind: str, suffix: str = "") -> str:
     """analysis/<kind><suffix>.npz (e.g. artifact('shortcut', '_ood_cartoon'))."""
-    return self.path("analysis", f"{kind}{suffix}.npz")
+    return os.path.join(self.analysis, f"{kind}{suffix}.npz")
 
   def figure(self, name: str) -> str:
-    return self.path("figures", name)
+    return os.path.join(self.figures, name)
 
   def train_results(self) -> dict | None:
     """train_results.json's content, or None if training has not finished a launch."""
@@ -178,7 +184,10 @@ class Workdir:
     if parallel.is_main_process():
       held = _HELD.get(self.root)
       os.rename(self.root, dest)
-      print(f"Moved the previous run in {self.root} to {dest} (nothing was deleted).", flush=True)
+      print(
+          f"Moved the previous run in {self.root} to {dest} (nothing was deleted).",
+          flush=True,
+      )
       if held is not None:  # keep holding the (fresh) workdir
         held.relock()
     parallel.sync("freqjax_move_aside")
@@ -243,7 +252,8 @@ def dataset_fingerprint(path: str) -> str:
 
 def dataset_path_fingerprint(path: str) -> str:
   """<builder>/<config>/<version> of a prepared dataset (what runs recorded as their dataset
-  before the content hash): its config name hashes the files' paths, sizes and mtimes."""
+  before the content hash): its config name hashes the files' paths, sizes and mtimes.
+  """
   parts = os.path.normpath(path).split(os.sep)
   return "/".join(parts[-3:])
 

@@ -57,7 +57,12 @@ class Context:
         "image_size": int(c.data.image_size),
         "layout": "centred",
         **(
-            {"analysis_data": {"source": "config", "differs_from_run": self.data_differs}}
+            {
+                "analysis_data": {
+                    "source": "config",
+                    "differs_from_run": self.data_differs,
+                }
+            }
             if self.data_differs
             else {}
         ),
@@ -90,7 +95,14 @@ def normalised(config, images: np.ndarray, batch: int = 512) -> np.ndarray:
 
 # Identity fields that --config.analysis.data=config may change (the data analysed); a run's
 # model fields never: its checkpoint is of that model.
-DATA_FIELDS = ("dataset", "normalisation", "class_names", "image_size", "seed", "augment.dfmx")
+DATA_FIELDS = (
+    "dataset",
+    "normalisation",
+    "class_names",
+    "image_size",
+    "seed",
+    "augment.dfmx",
+)
 
 
 def check_identity(config, wd: workdir_lib.Workdir, ds, *, model: bool = True) -> dict:
@@ -125,12 +137,24 @@ def check_identity(config, wd: workdir_lib.Workdir, ds, *, model: bool = True) -
   )
 
 
+def other_data_view(wd: workdir_lib.Workdir, differs: dict) -> workdir_lib.Workdir:
+  """The workdir whose artifacts and figures go to analysis/other-data-<hash>/ (and
+  figures/...): an analysis of other data never replaces the run's own."""
+  digest = hashlib.sha1(json.dumps(differs, sort_keys=True).encode()).hexdigest()[:10]
+  view = workdir_lib.Workdir(wd.root, other_data=f"other-data-{digest}")
+  logging.warning("Its artifacts go to %s and figures to %s.", view.analysis, view.figures)
+  return view
+
+
 def load_context(config, workdir) -> Context:
   """Restores the checkpoint `config.analysis.checkpoint` of `workdir` (refusing one of
-  another model, or data other than the run's: `check_identity`) and reads the test split."""
+  another model, or data other than the run's: `check_identity`) and reads the test split.
+  """
   wd = workdir_lib.Workdir(workdir)
   model, variables, info, mesh, ds = loop.restore_model(config, wd.root, config.analysis.checkpoint)
   differs = check_identity(config, wd, ds)
+  if differs:
+    wd = other_data_view(wd, differs)
   images, labels = ds.arrays("test")
   return Context(
       config,
@@ -150,12 +174,15 @@ def load_context(config, workdir) -> Context:
 def load_data(config, workdir) -> Context:
   """The normalised test split without a model (for stages of the data alone, e.g. ADCS):
   no checkpoint is needed; the dataset is prepared if it is not yet. A workdir that records
-  a run of other data is refused (`check_identity`): its analysis is never replaced."""
+  a run of other data is refused (`check_identity`): its analysis is never replaced.
+  """
   from freqjax.data import datasets  # pylint: disable=g-import-not-at-top
 
   ds = datasets.prepare(config.data)
   wd = workdir_lib.Workdir(workdir)
   differs = check_identity(config, wd, ds, model=False)
+  if differs:
+    wd = other_data_view(wd, differs)
   images, labels = ds.arrays("test")
   mesh = parallel.make_mesh(int(config.train.num_devices))
   return Context(

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from freqjax import errors
-from freqjax.stages import context
+from freqjax import artifacts, errors
+from freqjax.stages import context, dfm as dfm_stage
 from freqjax.training import loop
 from tests.conftest import REPO, load_config
 from tests.training.helpers import last_line, launch
@@ -101,3 +101,10 @@ def test_a_replaced_train_image_is_refused_by_the_launchers_and_allowed_on_purpo
   assert ctx.meta()["analysis_data"]["differs_from_run"] == ctx.data_differs
   own = context.load_context(_config(root, tmp / "data"), str(workdir))
   assert ctx.fingerprint("dfm") != own.fingerprint("dfm")  # never reuses the run's artifacts
+  dfm_stage.run(c, str(workdir), ctx)  # its artifacts go beside the run's, never over them
+  (view,) = (workdir / "analysis").iterdir()
+  assert view.name.startswith("other-data-") and (view / "scores.npz").exists()
+  recorded, now = artifacts.load(str(view / "dfm.npz"), "dfm").meta["analysis_data"][
+      "differs_from_run"
+  ]["dataset"]
+  assert recorded.startswith("freqjax_folder/content-") and recorded != now
