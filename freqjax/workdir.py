@@ -23,6 +23,7 @@ import datetime
 import fcntl
 import json
 import os
+import re
 import socket
 import threading
 from typing import Any
@@ -367,6 +368,7 @@ class Lock:
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode(), 0)
     self._fd = fd
+    sweep_temporaries(root)  # ours alone now: any left is a killed launch's
 
   def _release(self) -> None:
     if self._fd is not None:
@@ -427,6 +429,34 @@ class Lock:
 # What records a first launch's run before its first checkpoint (removed if it fails, so that
 # it cannot block the corrected launch; its training logs stay, to show what happened).
 _FIRST_RUN_FILES = (RUN_FILE, "config.json")
+
+
+# artifacts._atomic_write's temporary files: .<name>.<mkstemp's 8 characters>.tmp
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def sweep_temporaries(root: str) -> list[str]:
+  """Removes the temporary files of atomic writes that a killed launch left among the
+  workdir's own files (its top level, analysis/ and figures/; never a finished file, and
+  nothing else is looked at). Called by the launch that has just taken the workdir's lock,
+  so no other launch writes there."""
+  removed = []
+  places = [(root, [])] + [
+      (d, files)
+      for top in ("analysis", "figures")
+      for d, _, files in os.walk(os.path.join(root, top))
+  ]
+  for dirpath, files in places:
+    names = files or (os.listdir(dirpath) if dirpath == root else [])
+    for name in names:
+      path = os.path.join(dirpath, name)
+      if _TEMPORARY.match(name) and os.path.isfile(path):
+        try:
+          os.remove(path)
+          removed.append(path)
+        except OSError:
+          pass
+  return removed
 
 
 def _remove_empty_dirs(top: str) -> None:

@@ -221,17 +221,19 @@ def cached(
     after_save: Callable[[dict], None] | None = None,
 ) -> artifacts.Artifact:
   """The one cached-stage protocol: reuse the artifact at `path` if its fingerprint matches;
-  else `compute()` -> (arrays, meta), save on process 0 (then `after_save(arrays)`, e.g. a
-  figure), wait for every process, and reload what was saved."""
+  else `compute()` -> (arrays, meta), on process 0 draw `after_save(arrays)` (e.g. a figure)
+  and then save the artifact, wait for every process, and reload what was saved. The figure
+  comes first: a launch killed between the two redraws it, since the artifact is missing
+  (the other way round, a kill would leave a finished artifact without its figure)."""
   art = fresh(path, kind, fingerprint)
   if art is not None:
     logging.info("%s: reusing %s", kind, path)
     return art
   arrays, meta = compute()
   if parallel.is_main_process():
-    artifacts.save(path, kind, arrays, dict(meta, fingerprint=fingerprint))
     if after_save is not None:
       after_save(arrays)
+    artifacts.save(path, kind, arrays, dict(meta, fingerprint=fingerprint))
   parallel.sync(f"freqjax_stage_{kind}")
   return artifacts.load(path, kind)
 
