@@ -385,8 +385,7 @@ class Lock:
     wrote nothing worth keeping: a first run that failed before its first checkpoint loses
     the run.json and config.json it wrote (so they cannot block the corrected launch); the
     lock file and empty folders it made go too, and the workdir itself if it made it and it is
-    now empty.
-    Nothing that existed before the launch is touched."""
+    now empty. Nothing that existed before the launch is touched."""
     root, new = self.wd.root, set()
     try:
       new = set(os.listdir(root)) - self._existing
@@ -440,28 +439,24 @@ def sweep_temporaries(root: str) -> list[str]:
   workdir's own files (its top level, analysis/ and figures/; never a finished file, and
   nothing else is looked at). Called by the launch that has just taken the workdir's lock,
   so no other launch writes there."""
+  paths = [os.path.join(root, n) for n in os.listdir(root)]
+  for top in ("analysis", "figures"):
+    for dirpath, _, files in os.walk(os.path.join(root, top)):
+      paths += [os.path.join(dirpath, n) for n in files]
   removed = []
-  places = [(root, [])] + [
-      (d, files)
-      for top in ("analysis", "figures")
-      for d, _, files in os.walk(os.path.join(root, top))
-  ]
-  for dirpath, files in places:
-    names = files or (os.listdir(dirpath) if dirpath == root else [])
-    for name in names:
-      path = os.path.join(dirpath, name)
-      if _TEMPORARY.match(name) and os.path.isfile(path):
-        try:
-          os.remove(path)
-          removed.append(path)
-        except OSError:
-          pass
+  for path in paths:
+    if _TEMPORARY.match(os.path.basename(path)) and os.path.isfile(path):
+      try:
+        os.remove(path)
+        removed.append(path)
+      except OSError:
+        pass
   return removed
 
 
 def _remove_empty_dirs(top: str) -> None:
   """Removes `top` and the folders under it that hold no file (never a file)."""
-  for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+  for dirpath, _, _ in os.walk(top, topdown=False):
     try:
       os.rmdir(dirpath)
     except OSError:

@@ -120,14 +120,15 @@ def check_identity(config, wd: workdir_lib.Workdir, ds, *, model: bool = True) -
   if not diff:
     return {}
   fields = "; ".join(f"{k}: {a!r} in the run, {b!r} now" for k, a, b in diff)
-  if config.analysis.data == "config" and all(k in DATA_FIELDS for k, _, _ in diff):
+  data_only = all(k in DATA_FIELDS for k, _, _ in diff)
+  if config.analysis.data == "config" and data_only:
     logging.warning("Analysing %s with this config's data on purpose: %s", wd.root, fields)
     return {k: [a, b] for k, a, b in diff}
   what = "its model" if model else "it"
   way_out = (
       " or, to analyse this data with that model on purpose, add --config.analysis.data=config "
       "(the artifacts record it)"
-      if all(k in DATA_FIELDS for k, _, _ in diff)
+      if data_only
       else ""
   )
   raise errors.WorkdirError(
@@ -137,13 +138,17 @@ def check_identity(config, wd: workdir_lib.Workdir, ds, *, model: bool = True) -
   )
 
 
-def other_data_view(wd: workdir_lib.Workdir, differs: dict) -> workdir_lib.Workdir:
-  """The workdir whose artifacts and figures go to analysis/other-data-<hash>/ (and
-  figures/...): an analysis of other data never replaces the run's own."""
+def _checked(config, wd: workdir_lib.Workdir, ds, *, model: bool = True):
+  """(workdir, differs) after `check_identity`: for other data on purpose, the workdir whose
+  artifacts and figures go to analysis/other-data-<hash>/ (and figures/...), so that an
+  analysis of other data never replaces the run's own."""
+  differs = check_identity(config, wd, ds, model=model)
+  if not differs:
+    return wd, differs
   digest = hashlib.sha1(json.dumps(differs, sort_keys=True).encode()).hexdigest()[:10]
   view = workdir_lib.Workdir(wd.root, other_data=f"other-data-{digest}")
   logging.warning("Its artifacts go to %s and figures to %s.", view.analysis, view.figures)
-  return view
+  return view, differs
 
 
 def load_context(config, workdir) -> Context:
@@ -152,9 +157,7 @@ def load_context(config, workdir) -> Context:
   """
   wd = workdir_lib.Workdir(workdir)
   model, variables, info, mesh, ds = loop.restore_model(config, wd.root, config.analysis.checkpoint)
-  differs = check_identity(config, wd, ds)
-  if differs:
-    wd = other_data_view(wd, differs)
+  wd, differs = _checked(config, wd, ds)
   images, labels = ds.arrays("test")
   return Context(
       config,
@@ -180,9 +183,7 @@ def load_data(config, workdir) -> Context:
 
   ds = datasets.prepare(config.data)
   wd = workdir_lib.Workdir(workdir)
-  differs = check_identity(config, wd, ds, model=False)
-  if differs:
-    wd = other_data_view(wd, differs)
+  wd, differs = _checked(config, wd, ds, model=False)
   images, labels = ds.arrays("test")
   mesh = parallel.make_mesh(int(config.train.num_devices))
   return Context(
