@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 
 import ml_collections
 
-from freqjax import errors
+from freqjax import classmap, errors
 
 # Where the repository's sibling `shared/` folder is (real images for tests and examples).
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -60,8 +60,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.name = "syn1_small"  # a label for logs and artifacts
   c.data.data_dir = ""  # prepared datasets; '' = $FREQJAX_DATA_DIR or ~/.cache/freqjax/datasets
   c.data.image_size = 32  # input size in pixels (square)
-  c.data.num_classes = 4  # number of classes (= model outputs)
+  c.data.num_classes = 4  # number of classes (= model outputs unless model.num_outputs)
   c.data.class_names = ("C0", "C1", "C2", "C3")  # one name per class, in class-index order
+  # The model output of each class, in class-index order, for a model with more outputs than
+  # classes (freqjax/classmap.py); () = the identity (class k is output k), or for a
+  # 1000-output model with class folders named by ImageNet synset, their ImageNet-1k indices.
+  c.data.model_classes = ()
   c.data.mean = SYNTHETIC_MEAN  # per-channel normalisation mean (RGB, in [0, 1])
   c.data.std = SYNTHETIC_STD  # per-channel normalisation std (RGB)
   c.data.val_fraction = 0.1  # seeded 90/10 train/validation split of the train split
@@ -103,6 +107,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.stem = "cifar"  # 'cifar' (paper) | 'imagenet'
   c.model.dtype = "float32"  # 'float32' | 'bfloat16' (compute; parameters stay float32)
   c.model.dropout_rate = 0.5  # AlexNet only
+  c.model.num_outputs = 0  # the model's outputs (logits); 0 = data.num_classes. An import sets
+  #                          it from the file (e.g. 1000, with data.model_classes)
   # ViTs imported at another image size than the checkpoint's: False = an error naming both
   # sizes; True = resample the position embeddings (bicubic, with a warning).
   c.model.interpolate_pos_embed = False
@@ -391,6 +397,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         f"{d.num_classes} classes; give one folder per class, in class-index order."
     )
   check_folder_options(d)
+  classmap.resolve(config)  # the model output of each class (fills it in by synset)
   if not int(d.image_size) >= 1:
     fail(f"config.data.image_size={d.image_size} must be a positive number of pixels.")
   resolve_channel_stats(d)

@@ -160,12 +160,13 @@ def score_maps(
 
 
 def confusion(conf: np.ndarray, class_names: Sequence[str], path: str, title: str = "") -> str:
-  """One confusion matrix (rows true, columns predicted) with counts."""
-  n = len(class_names)
-  fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 1.0 + 0.6 * n))
+  """One confusion matrix (rows true, columns predicted) with counts; a last column beyond
+  the classes is 'other' (a model's outputs outside them, `metrics.confusion(other=True)`)."""
+  n, cols = len(class_names), conf.shape[1]
+  fig, ax = plt.subplots(figsize=(1.0 + 0.6 * cols, 1.0 + 0.6 * n))
   ax.imshow(conf, cmap="Blues")
   for i in range(n):
-    for j in range(n):
+    for j in range(cols):
       ax.text(
           j,
           i,
@@ -175,7 +176,7 @@ def confusion(conf: np.ndarray, class_names: Sequence[str], path: str, title: st
           fontsize=7,
           color="white" if conf[i, j] > conf.max() / 2 else "black",
       )
-  ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
+  ax.set_xticks(range(cols), list(class_names) + ["other"] * (cols - n), rotation=90, fontsize=7)
   ax.set_yticks(range(n), class_names, fontsize=7)
   ax.set_xlabel("predicted")
   ax.set_ylabel("true")

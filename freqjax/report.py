@@ -44,6 +44,26 @@ def _training_section(summary: dict, train: dict, names) -> list[str]:
   ]
 
 
+CLASS_MAP_ANALYSES = ("adcs", "dfm", "shortcut", "sensitivity", "heatmap", "test_accuracy")
+
+
+def _class_map_section(summary: dict) -> list[str]:
+  """A model with more outputs than classes: which output each class is, and how each
+  analysis uses the map (summary.json's 'class_map'); nothing for the identity."""
+  m = summary.get("class_map")
+  if not m:
+    return []
+  return [
+      "## Class map",
+      f"The model has {m['num_outputs']} outputs; each class is one of them (class → output: "
+      + ", ".join(f"{name} → {i}" for name, i in m["classes"].items())
+      + ").",
+      "",
+      _table(["analysis", "uses the map as"], [[k, m[k]] for k in CLASS_MAP_ANALYSES if k in m]),
+      "",
+  ]
+
+
 def render(config, workdir, summary: dict) -> str:
   wd = workdir_lib.Workdir(workdir)
   workdir = wd.root
@@ -65,6 +85,7 @@ def render(config, workdir, summary: dict) -> str:
       f"({config.data.image_size}×{config.data.image_size}, {len(names)} classes).",
       "",
       *_training_section(summary, train, names),
+      *_class_map_section(summary),
       "## ADCS (which frequencies distinguish each class)",
       f"Variant: `{config.analysis.adcs}`.",
       "",
@@ -119,6 +140,19 @@ def render(config, workdir, summary: dict) -> str:
       "",
       shortcut.table(sc.arrays, names),
       "",
+  ]
+  subset = shortcut.subset_view(sc.arrays)
+  if subset is not None:
+    parts += [
+        f"Above, the prediction over all the model's {summary['class_map']['num_outputs']} "
+        "outputs (one outside the classes' is a miss: column 'other' of the confusion "
+        f"matrices). Restricted to the {len(names)} classes' outputs (test accuracy "
+        f"{100 * summary['test_accuracy_subset']:.2f}%):",
+        "",
+        shortcut.table(subset, names),
+        "",
+    ]
+  parts += [
       fig("shortcut_tpr_fpr.png", "TPR/FPR"),
       "",
       fig("confusion_dfm.png", "confusion matrices"),

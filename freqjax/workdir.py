@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from freqjax import artifacts, errors, parallel
+from freqjax import artifacts, classmap, errors, parallel
 
 RUN_FILE = "run.json"
 # The fields of run.json, in the order a conflict lists them.
@@ -45,6 +45,7 @@ IDENTITY_FIELDS = (
     "dataset",
     "normalisation",
     "augment.dfmx",
+    "class_map",
 )
 
 
@@ -185,10 +186,7 @@ class Workdir:
     if parallel.is_main_process():
       held = _HELD.get(self.root)
       os.rename(self.root, dest)
-      print(
-          f"Moved the previous run in {self.root} to {dest} (nothing was deleted).",
-          flush=True,
-      )
+      print(f"Moved the previous run in {self.root} to {dest} (nothing was deleted).", flush=True)
       if held is not None:  # keep holding the (fresh) workdir
         held.relock()
     parallel.sync("freqjax_move_aside")
@@ -238,6 +236,8 @@ def identity_from_dict(c: dict) -> dict:
       },
       # Training with DFM-X makes another run; set by `identity` (it reads the DFMs).
       "augment.dfmx": None if _dfmx_on((c.get("augment") or {}).get("dfmx") or {}) else "off",
+      # Which model output each class is (a run.json from before it has none: not compared).
+      "class_map": classmap.identity_of(c),
   }
 
 
@@ -253,8 +253,7 @@ def dataset_fingerprint(path: str) -> str:
 
 def dataset_path_fingerprint(path: str) -> str:
   """<builder>/<config>/<version> of a prepared dataset (what runs recorded as their dataset
-  before the content hash): its config name hashes the files' paths, sizes and mtimes.
-  """
+  before the content hash): its config name hashes the files' paths, sizes and mtimes."""
   parts = os.path.normpath(path).split(os.sep)
   return "/".join(parts[-3:])
 

@@ -46,7 +46,9 @@ def test_unknown_variant_lists_valid_ones():
 def test_overrides_are_checked_against_the_schema():
   c = load_config("configs/synthetic.py:syn1")
   config_lib.check_overrides(c, ["--config.model.name=vgg16", "--config.train.lr=0.1"])
-  with pytest.raises(ValueError, match=r"'nmae' is not a field of config\.model.*name, stem"):
+  with pytest.raises(
+      ValueError, match=r"'nmae' is not a field of config\.model.*name, num_outputs, stem"
+  ):
     config_lib.check_overrides(c, ["--config.model.nmae=vgg16"])
   with pytest.raises(ValueError, match=r"Valid keys of config: analysis, augment, data"):
     config_lib.check_overrides(c, ["--config.trian.lr=0.1"])

@@ -6,9 +6,16 @@ from __future__ import annotations
 import numpy as np
 
 
-def confusion(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
-  out = np.zeros((num_classes, num_classes), np.int64)
-  np.add.at(out, (np.asarray(labels), np.asarray(predictions)), 1)
+def confusion(
+    labels: np.ndarray, predictions: np.ndarray, num_classes: int, other: bool = False
+) -> np.ndarray:
+  """(C, C) counts; with `other`, (C, C + 1): a last column 'other' counts the predictions
+  outside the classes (>= num_classes: a model's outputs beyond the dataset's classes)."""
+  out = np.zeros((num_classes, num_classes + int(other)), np.int64)
+  predictions = np.asarray(predictions)
+  if other:
+    predictions = np.minimum(predictions, num_classes)
+  np.add.at(out, (np.asarray(labels), predictions), 1)
   return out
 
 
@@ -23,14 +30,15 @@ def tpr_fpr(
   """Per class k: TPR_k = (k predicted k) / P_k and FPR_k = (non-k predicted k) / N_k.
 
   P_k and N_k default to the counts in `conf`; the official shortcut test divides by the
-  counts of the unfiltered test set, which are the same images.
+  counts of the unfiltered test set, which are the same images. A last 'other' column
+  (`confusion(..., other=True)`) counts as a miss and predicts no class.
   """
   conf = np.asarray(conf, np.float64)
   tp = np.diag(conf)
   pos = conf.sum(axis=1) if positives is None else positives
   neg = conf.sum() - pos if negatives is None else negatives
   with np.errstate(divide="ignore", invalid="ignore"):
-    return tp / pos, (conf.sum(axis=0) - tp) / neg
+    return tp / pos, (conf.sum(axis=0)[: conf.shape[0]] - tp) / neg
 
 
 def per_class_accuracy(conf: np.ndarray) -> np.ndarray:

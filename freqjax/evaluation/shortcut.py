@@ -8,6 +8,11 @@ DFM_k's frequencies removed instead (DC kept). A frequency shortcut for class k:
 high on DFM_k-filtered images although DFM_k keeps only a small fraction of the spectrum; a
 high FPR_k shows the shortcut also pulls other classes to k. Works on any folder test set
 of the same classes (OOD).
+
+A model with more outputs than classes (a class map, freqjax/classmap.py: logit k is class
+k's output) is tested twice: `tpr`, `fpr`, `confusion*` with the prediction over all its
+outputs (one outside the classes is a miss, counted in a last confusion column, 'other'),
+and `*_subset` with the prediction over the classes' outputs only.
 """
 
 from __future__ import annotations
@@ -21,12 +26,16 @@ from freqjax.evaluation import metrics
 from freqjax.spectral import fft
 
 
-def make_predict(apply_fn, mesh):
-  """jit (variables, images (B,H,W,3) normalised, keep_mask (H,W)) -> predicted classes."""
+def make_predict(apply_fn, mesh, subset: int | None = None):
+  """jit (variables, images (B,H,W,3) normalised, keep_mask (H,W)) -> predicted classes;
+  with `subset` (B, 2): the argmax over all outputs and over the first `subset` only."""
   repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
 
   def predict(variables, x, keep):
-    return jnp.argmax(apply_fn(variables, fft.filter_images(x, keep)), -1)
+    logits = apply_fn(variables, fft.filter_images(x, keep))
+    if subset is None:
+      return jnp.argmax(logits, -1)
+    return jnp.stack([jnp.argmax(logits, -1), jnp.argmax(logits[:, :subset], -1)], -1)
 
   return jax.jit(predict, in_shardings=(repl, data, repl), out_shardings=data)
 
@@ -61,15 +70,27 @@ def run(
   if labels.max() >= num_classes:
     raise ValueError(f"Labels go up to {labels.max()} but there are {num_classes} DFMs.")
   variables = parallel.replicate(mesh, variables)
-  predict = make_predict(apply_fn, mesh)
+  x1 = jax.ShapeDtypeStruct((1,) + images.shape[1:], jnp.float32)
+  mapped = int(jax.eval_shape(apply_fn, variables, x1).shape[-1]) > num_classes
+  predict = make_predict(apply_fn, mesh, num_classes if mapped else None)
+  views = [("", 0, True), ("_subset", 1, False)] if mapped else [("", None, False)]
+
+  def confusions(keep) -> dict:
+    """{suffix: confusion matrix} of the images filtered by `keep`, per prediction."""
+    pred = predictions(predict, variables, mesh, images, keep, batch_size)
+    return {
+        v: metrics.confusion(labels, pred if col is None else pred[:, col], num_classes, other)
+        for v, col, other in views
+    }
+
   full = np.ones(images.shape[1:3], np.float32)
-  conf0 = metrics.confusion(
-      labels, predictions(predict, variables, mesh, images, full, batch_size), num_classes
-  )
-  pos = conf0.sum(axis=1).astype(np.float64)
-  neg = conf0.sum() - pos
-  out = {"confusion_unfiltered": conf0, "keep_fraction": dfms.reshape(num_classes, -1).mean(1)}
-  out["tpr_unfiltered"], out["fpr_unfiltered"] = metrics.tpr_fpr(conf0, pos, neg)
+  conf0 = confusions(full)
+  pos = conf0[""].sum(axis=1).astype(np.float64)
+  neg = conf0[""].sum() - pos
+  out = {"keep_fraction": dfms.reshape(num_classes, -1).mean(1)}
+  for v, conf in conf0.items():
+    out[f"confusion_unfiltered{v}"] = conf
+    out[f"tpr_unfiltered{v}"], out[f"fpr_unfiltered{v}"] = metrics.tpr_fpr(conf, pos, neg)
   modes = [("", lambda m: m.astype(np.float32))]
   if complement:
     half = np.array(images.shape[1:3]) // 2
@@ -81,22 +102,24 @@ def run(
 
     modes.append(("_removed", removed))
   for suffix, make_mask in modes:
-    confs = np.stack(
-        [
-            metrics.confusion(
-                labels,
-                predictions(predict, variables, mesh, images, make_mask(dfms[k]), batch_size),
-                num_classes,
-            )
-            for k in range(num_classes)
-        ]
-    )
-    # Per DFM k, class k's TPR and FPR in the confusion matrix of DFM_k-filtered images.
-    rates = [metrics.tpr_fpr(confs[k], pos, neg) for k in range(num_classes)]
-    tpr = np.array([r[0][k] for k, r in enumerate(rates)])
-    fpr = np.array([r[1][k] for k, r in enumerate(rates)])
-    out[f"confusion{suffix}"], out[f"tpr{suffix}"], out[f"fpr{suffix}"] = confs, tpr, fpr
+    per_dfm = [confusions(make_mask(dfms[k])) for k in range(num_classes)]
+    for v in per_dfm[0]:
+      confs = np.stack([c[v] for c in per_dfm])
+      # Per DFM k, class k's TPR and FPR in the confusion matrix of DFM_k-filtered images.
+      rates = [metrics.tpr_fpr(confs[k], pos, neg) for k in range(num_classes)]
+      tpr = np.array([r[0][k] for k, r in enumerate(rates)])
+      fpr = np.array([r[1][k] for k, r in enumerate(rates)])
+      out[f"confusion{suffix}{v}"], out[f"tpr{suffix}{v}"], out[f"fpr{suffix}{v}"] = confs, tpr, fpr
   return out
+
+
+def subset_view(result: dict) -> dict | None:
+  """A mapped model's results over the classes' outputs only, under the plain names (for
+  `table`); None when the model has one output per class."""
+  if "tpr_subset" not in result:
+    return None
+  view = {k[: -len("_subset")]: v for k, v in result.items() if k.endswith("_subset")}
+  return dict(view, keep_fraction=result["keep_fraction"])
 
 
 def table(result: dict, class_names) -> str:

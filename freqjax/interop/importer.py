@@ -126,7 +126,8 @@ def _vit_width(spec: convert.Spec, config) -> convert.Spec:
 
 
 def build_config(base, spec: convert.Spec, image_size: int, *, mean, std, class_names):
-  """`base` (or base_config()) with the model and class fields of the imported model."""
+  """`base` (or base_config()) with the model fields of the imported model; its classes
+  (or `class_names`) kept, mapped to the model's outputs when they are fewer."""
   c = copy.deepcopy(base) if base is not None else config_lib.base_config()
   c.unlock()
   c.model.name = spec.arch
@@ -136,18 +137,22 @@ def build_config(base, spec: convert.Spec, image_size: int, *, mean, std, class_
   c.data.image_size = int(image_size)
   if class_names:
     names = tuple(class_names)
-  elif len(c.data.class_names) == spec.num_classes:
+  elif base is not None:
     names = tuple(c.data.class_names)
   else:
     names = tuple(str(i) for i in range(spec.num_classes))
-  if len(names) != spec.num_classes:
+  if len(names) > spec.num_classes:
     raise errors.ConfigError(
-        f"{len(names)} class names given for a model with {spec.num_classes} outputs; give one "
-        "name per output, in the model's class order."
+        f"{len(names)} classes for a model with {spec.num_classes} outputs; give at most one "
+        "class per output (--class_names or the --config's data section)."
     )
-  if c.data.class_folders and len(c.data.class_folders) != spec.num_classes:
+  if class_names and c.data.class_folders and len(c.data.class_folders) != len(names):
     c.data.class_folders = ()
-  c.data.num_classes, c.data.class_names = spec.num_classes, names
+  # Fewer classes than outputs (e.g. ten ImageNet classes of a 1000-output model): the
+  # classes and their folders stay, and config.data.model_classes says which output each
+  # class is (given, or filled in by synset by `validate`: freqjax/classmap.py).
+  c.model.num_outputs = 0 if len(names) == spec.num_classes else spec.num_classes
+  c.data.num_classes, c.data.class_names = len(names), names
   for key, value in (("mean", mean), ("std", std)):
     if value:
       if len(value) != 3:
@@ -197,6 +202,11 @@ def import_model(
       "naming": naming,
       "arch": arch,
       "num_classes": spec.num_classes,
+      **(
+          {"classes": len(c.data.class_names), "model_classes": list(c.data.model_classes)}
+          if c.model.num_outputs
+          else {}
+      ),
       "width_multiplier": spec.width_multiplier,
       "stem": spec.stem,
       "image_size": size,
@@ -323,6 +333,13 @@ def describe(result: dict) -> str:
       f"Analyse it with --config=configs/imported.py:{result['workdir']} "
       f"--workdir={result['workdir']}.",
   ]
+  if "model_classes" in result:
+    lines.insert(
+        1,
+        f"The config's {result['classes']} classes are outputs "
+        f"{', '.join(map(str, result['model_classes']))} of its {result['num_classes']} "
+        "(config.data.model_classes).",
+    )
   if "max_rel_logit_error" in result:
     lines.append(
         f"Check on {result['check_images']} images of {result['check']}: max relative logit "

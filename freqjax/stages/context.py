@@ -12,10 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from freqjax import artifacts, errors, parallel, workdir as workdir_lib
+from freqjax import artifacts, classmap, errors, parallel, workdir as workdir_lib
 from freqjax.data import augment
 from freqjax.training import loop
 
@@ -37,9 +38,15 @@ class Context:
   # With config.analysis.data='config': the run's identity fields this config's data differs
   # in, {field: [in the run, now]} (recorded in every artifact and in the fingerprints).
   data_differs: dict = dataclasses.field(default_factory=dict)
+  # The class map (freqjax/classmap.py): the permutation of the model's outputs that puts
+  # class k's output at logit k, the others after the classes'; None: the identity.
+  output_order: Any = None
 
   def apply_fn(self, variables, x):
-    return self.model.apply(variables, x, train=False)
+    """The model's logits over all its outputs, class k's output at index k (the labels are
+    dataset classes; a prediction >= num_classes is an output outside the classes)."""
+    logits = self.model.apply(variables, x, train=False)
+    return logits if self.output_order is None else jnp.take(logits, self.output_order, -1)
 
   def meta(self, **extra) -> dict:
     c = self.config
@@ -57,12 +64,7 @@ class Context:
         "image_size": int(c.data.image_size),
         "layout": "centred",
         **(
-            {
-                "analysis_data": {
-                    "source": "config",
-                    "differs_from_run": self.data_differs,
-                }
-            }
+            {"analysis_data": {"source": "config", "differs_from_run": self.data_differs}}
             if self.data_differs
             else {}
         ),
@@ -102,6 +104,7 @@ DATA_FIELDS = (
     "image_size",
     "seed",
     "augment.dfmx",
+    "class_map",
 )
 
 
@@ -153,8 +156,7 @@ def _checked(config, wd: workdir_lib.Workdir, ds, *, model: bool = True):
 
 def load_context(config, workdir) -> Context:
   """Restores the checkpoint `config.analysis.checkpoint` of `workdir` (refusing one of
-  another model, or data other than the run's: `check_identity`) and reads the test split.
-  """
+  another model, or data other than the run's: `check_identity`) and reads the test split."""
   wd = workdir_lib.Workdir(workdir)
   model, variables, info, mesh, ds = loop.restore_model(config, wd.root, config.analysis.checkpoint)
   wd, differs = _checked(config, wd, ds)
@@ -171,14 +173,14 @@ def load_context(config, workdir) -> Context:
       labels,
       ds.class_names,
       differs,
+      classmap.output_order(config),
   )
 
 
 def load_data(config, workdir) -> Context:
   """The normalised test split without a model (for stages of the data alone, e.g. ADCS):
   no checkpoint is needed; the dataset is prepared if it is not yet. A workdir that records
-  a run of other data is refused (`check_identity`): its analysis is never replaced.
-  """
+  a run of other data is refused (`check_identity`): its analysis is never replaced."""
   from freqjax.data import datasets  # pylint: disable=g-import-not-at-top
 
   ds = datasets.prepare(config.data)

@@ -83,5 +83,9 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
       )
       print(f"Shortcut test on {name} with DFMs at {100 * float(a.threshold):g}%:")
       print(shortcut.table(art.arrays, ctx.class_names))
+      subset = shortcut.subset_view(art.arrays)
+      if subset is not None:  # a class map: the model's outputs beyond the classes left out
+        print("Restricted to the classes' outputs (above: over all the model's outputs):")
+        print(shortcut.table(subset, ctx.class_names))
     out = out or art
   return out

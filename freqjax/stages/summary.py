@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from freqjax import artifacts, errors
+from freqjax import artifacts, classmap, errors
 from freqjax.data import datasets
-from freqjax.evaluation import dfm_summary, dynamics as dyn_lib, metrics
+from freqjax.evaluation import dfm_summary, dynamics as dyn_lib, metrics, shortcut
 from freqjax.stages import context, dfm as dfm_stage, shortcut as shortcut_stage
+
+SUBSET_RATES = ("tpr", "fpr", "tpr_unfiltered", "fpr_unfiltered")
 
 
 def summarise(config, ctx: context.Context, stage_seconds: dict) -> dict:
@@ -40,6 +42,13 @@ def summarise(config, ctx: context.Context, stage_seconds: dict) -> dict:
       "dfm_seconds": dfm_art.meta.get("seconds"),
       "stage_seconds": stage_seconds,
   }
+  uses = classmap.analyses(config)
+  if uses is not None:  # a model with more outputs than classes: how each analysis maps them
+    subset = shortcut.subset_view(sc.arrays)
+    summary["class_map"] = uses
+    if subset is not None:
+      summary["test_accuracy_subset"] = metrics.accuracy(subset["confusion_unfiltered"])
+      summary.update({f"{k}_subset": subset[k].tolist() for k in SUBSET_RATES})
   planted = datasets.planted_masks(ctx.dataset)
   if planted is not None:
     summary.update(
@@ -63,5 +72,10 @@ def summarise(config, ctx: context.Context, stage_seconds: dict) -> dict:
         "fpr": ood["fpr"].tolist(),
         "tpr_unfiltered": ood["tpr_unfiltered"].tolist(),
         "fpr_unfiltered": ood["fpr_unfiltered"].tolist(),
+        **{
+            f"{k}_subset": ood[f"{k}_subset"].tolist()
+            for k in SUBSET_RATES
+            if "tpr_subset" in ood.arrays
+        },
     }
   return summary

@@ -33,6 +33,7 @@ from absl import logging
 
 from freqjax import (
     artifacts,
+    classmap,
     config as config_lib,
     errors,
     models,
@@ -130,7 +131,7 @@ def setup(config):
         f"The dataset has {ds.num_classes} classes but config.data.num_classes "
         f"is {config.data.num_classes}; make them agree."
     )
-  model = models.from_config(config.model, ds.num_classes)
+  model = models.from_config(config.model, classmap.outputs(config))
   return mesh, ds, model
 
 
@@ -153,6 +154,7 @@ def train_and_evaluate(config, workdir: str, *, move_aside: bool = False) -> dic
 
 
 def _train(config, wd: workdir_lib.Workdir, move_aside: bool) -> dict:
+  classmap.check_trainable(config)  # one output per class: a mapped model is imported
   mesh, ds, model = setup(config)
   t = config.train
   main = parallel.is_main_process()
@@ -324,8 +326,9 @@ def restore_model(config, workdir: str, which="best"):
     raise errors.CheckpointError(
         f"The checkpoint in {wd.root} does not fit the configured model "
         f"{config.model.name} (width {config.model.width_multiplier}, "
-        f"{config.data.num_classes} classes): it was trained as {_trained_as(wd)}. Use the "
-        f"config the run was trained with. ({str(e)[:300]})"
+        f"{classmap.outputs(config)} outputs): it was trained as {_trained_as(wd)}. Use the "
+        f"config the run was trained with (--config=configs/imported.py:{wd.root}). "
+        f"({str(e)[:300]})"
     ) from e
   finally:
     ckpts.close()
@@ -345,7 +348,8 @@ def _trained_as(wd: workdir_lib.Workdir) -> str:
       c = json.load(f)
     return (
         f"{c['model']['name']} (width {c['model']['width_multiplier']}, "
-        f"{c['data']['num_classes']} classes) according to {path}"
+        f"{c['model'].get('num_outputs') or c['data']['num_classes']} outputs) according to "
+        f"{path}"
     )
   except Exception:  # pylint: disable=broad-except
     return "another model (no readable config.json in the workdir)"

@@ -70,7 +70,14 @@ def test_vit_base_heads_on_vit_tiny_weights_fail_the_check_and_write_nothing(tmp
   c = config_lib.base_config()
   c.model.name, c.model.width_multiplier = "vit_base_patch16_224", 0.25
   with pytest.raises(errors.CheckpointError, match="not reproduced") as e:
-    importer.import_model(source, c.model.name, str(tmp_path / "wd"), config=c, check=io)
+    importer.import_model(
+        source,
+        c.model.name,
+        str(tmp_path / "wd"),
+        config=c,
+        check=io,
+        class_names=[str(i) for i in range(10)],  # the file's 10 outputs (base_config has 4)
+    )
   error = float(str(e.value).split("max relative error of ")[1].split(" ")[0])
   assert error > 1e-2  # not a rounding difference: another model
   assert not (tmp_path / "wd").exists()
