@@ -151,9 +151,22 @@ def base_config() -> ml_collections.ConfigDict:
   #                                         authors' ImageFolder: their class indices)
   c.analysis.patch_size = 1  # DFM candidate: a p×p patch of the spectrum
   c.analysis.candidates = "paired"  # 'paired' (true conjugate pairs) | 'official'
-  # How DFMs are searched: 'exhaustive' (every candidate; the reference) | 'screened' |
-  # 'coarse_to_fine' | 'hfss' (see freqjax/spectral/search.py and the README's table).
+  # How DFMs are searched: 'exhaustive' (every candidate; the reference) | 'auto' | 'screened' |
+  # 'coarse_to_fine' | 'hfss' (see freqjax/spectral/search/ and the README's table).
   c.analysis.search = "exhaustive"
+  # 'auto' (freqjax/spectral/search/_auto.py): exact scores in the order of an upper bound until
+  # the exhaustive DFM's score mass it may have missed is bounded below `tolerance`.
+  c.analysis.auto = ml_collections.ConfigDict()
+  c.analysis.auto.tolerance = 0.05  # the missed-mass bound to reach, in (0, 1)
+  c.analysis.auto.multiple = 1.0  # first scored exactly: the screen's top, × the DFM's size
+  c.analysis.auto.audit = 6  # and this many random candidates of each energy stratum
+  c.analysis.auto.strata = 6  # energy strata (factors of 4 below the largest removed energy)
+  c.analysis.auto.competitors = 2  # the screen's linearised logits: true, these, the rest's LSE
+  c.analysis.auto.block = 0.25  # then blocks of this × the DFM's size, by the bound's order
+  c.analysis.auto.budget = 1.0  # at most this fraction of the candidates scored exactly
+  # Also stop once the bound is within the ranking's own split-half agreement (estimated on
+  # the scored candidates' per-image losses): the class's images resolve the DFM no better.
+  c.analysis.auto.floor = True
   c.analysis.screen = ml_collections.ConfigDict()
   c.analysis.screen.target = "linear"  # 'linear': the cross-entropy of the logits changed to
   #                                        first order (a backward pass per class) | the

@@ -64,6 +64,36 @@ def _class_map_section(summary: dict) -> list[str]:
   ]
 
 
+def _search_section(summary: dict, names) -> list[str]:
+  """The DFM search's method and cost; for `auto`, each class's missed-mass bound."""
+  sr = summary.get("dfm_search") or {}
+  method = sr.get("method", "exhaustive")
+  fwd, full = sr.get("forward_equivalents"), sr.get("exhaustive_forwards")
+  lines = [f"Search: `{method}`"]
+  if method != "exhaustive" and fwd and full:
+    lines[0] += f", {fwd:,.0f} forward-equivalents ({full / fwd:.1f}× fewer than exhaustive)"
+  lines[0] += "."
+  if "missed_mass_bound_per_class" in sr:
+    rows = [
+        [n, f"{b:.3f}", "yes" if ok else "**no (budget)**", stop, k]
+        for n, b, ok, stop, k in zip(
+            names,
+            sr["missed_mass_bound_per_class"],
+            sr["bound_met_per_class"],
+            sr["stop_per_class"],
+            sr["scored_per_class"],
+        )
+    ]
+    lines += [
+        "",
+        f"Bound on the exhaustive top-{100 * summary['dfm_threshold']:g}% score mass each DFM "
+        f"may have missed (tolerance {sr['tolerance']:g}); it holds {sr['confidence']}.",
+        "",
+        _table(["class", "missed-mass bound", "within tolerance", "stopped", "scored"], rows),
+    ]
+  return lines + [""]
+
+
 def render(config, workdir, summary: dict) -> str:
   wd = workdir_lib.Workdir(workdir)
   workdir = wd.root
@@ -101,6 +131,7 @@ def render(config, workdir, summary: dict) -> str:
           else "."
       ),
       "",
+      *_search_section(summary, names),
       fig("dfm_grid.png", "DFM grid"),
       "",
       fig("scores.png", "candidate scores"),

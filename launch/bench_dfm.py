@@ -3,6 +3,8 @@
   python launch/bench_dfm.py --model=resnet18 --width=0.25 --image_size=32 --patch_size=1
   python launch/bench_dfm.py --model=resnet18 --width=1 --image_size=224 --patch_size=7 \
       --images_per_class=50
+  python launch/bench_dfm.py --model=resnet50 --width=1 --stem=imagenet --image_size=224 \
+      --patch_size=4 --num_classes=1000 --images_per_class=8 --engine_candidates=32
 
 Random weights and images (rates do not depend on them). Prints a table and, last, one JSON
 line with the keys engine, naive, plain, engine_vs_plain, engine_vs_naive (+ context).
@@ -25,6 +27,7 @@ _BUDGET = flags.DEFINE_float("memory_budget_mb", 0, "Per-device memory budget (0
 _DEVICES = flags.DEFINE_integer("num_devices", 0, "Devices (0: all).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute dtype.")
 _CHUNK = flags.DEFINE_integer("chunk_candidates", 0, "Fix the engine's chunk (0: its choice).")
+_STEM = flags.DEFINE_enum("stem", "cifar", ["cifar", "imagenet"], "ResNet stem (imagenet: 224 px).")
 
 
 def main(argv):
@@ -43,6 +46,7 @@ def main(argv):
       _DEVICES.value,
       _DTYPE.value,
       _CHUNK.value,
+      _STEM.value,
   )
   bench.emit(
       "DFM ranking throughput (candidate-images/s)",

@@ -20,7 +20,12 @@ from freqjax import bench, cli
 from freqjax.stages import context
 
 cli.define_flags()
-_METHODS = flags.DEFINE_list("methods", ["screened", "coarse_to_fine"], "Methods to compare.")
+_METHODS = flags.DEFINE_list(
+    "methods",
+    ["auto", "screened", "hfss"],
+    "Methods to compare (any search method but exhaustive; hfss_scaled: HFSS with its mask "
+    "count scaled from 224 px to the image size).",
+)
 _TARGETS = flags.DEFINE_list(
     "screen_targets", [], "Also the screen with these targets (ce, logit, margin)."
 )

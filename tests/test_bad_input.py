@@ -66,6 +66,11 @@ CASES = [
         ["--config.analysis.search=screened", "--config.analysis.screen.multiple=0"],
         "screen.multiple=0.0 must be positive",
     ),
+    (
+        "pipeline",
+        ["--config.analysis.search=auto", "--config.analysis.auto.tolerance=1.5"],
+        "auto.tolerance=1.5 must be in (0, 1)",
+    ),
     ("pipeline", ["--workdir=$T/badjson", *SMALL], "run.json is not readable JSON"),
     ("adcs", ["--config.analysis.adcs=bogus"], "config.analysis.adcs='bogus'"),
     ("heatmap", ["--config.analysis.heatmap.eps=-1"], "heatmap.eps=-1.0 must be a positive"),

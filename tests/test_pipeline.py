@@ -282,7 +282,7 @@ def _copy(workdir, name):
   return to
 
 
-@pytest.mark.parametrize("method", ["screened", "coarse_to_fine", "hfss"])
+@pytest.mark.parametrize("method", ["auto", "screened", "coarse_to_fine", "hfss"])
 def test_a_fast_search_writes_the_dfm_artifacts_from_its_ranking(run, method):
   c, workdir, _ = run
   wd = _copy(workdir, f"search_{method}")
@@ -305,6 +305,9 @@ def test_a_fast_search_writes_the_dfm_artifacts_from_its_ranking(run, method):
     assert h["subsets"].shape[:2] == (4, 3) and (wd / "figures/hfss.png").exists()
     return
   assert scores.meta["forward_equivalents"] < scores.meta["exhaustive_forwards"]
+  if method == "auto":
+    assert len(scores.meta["missed_mass_bound_per_class"]) == 4
+    assert set(scores.meta["stop_per_class"]) <= {"bound", "floor", "all scored"}
   # The 5 % DFM is made of exactly scored candidates only.
   exact_map = dfm_lib.score_maps(cand_lib.paired(32, 1), scores["candidate_exact"].astype(float))
   five = dfms["dfm"][list(d.analysis.thresholds).index(0.05)]
@@ -314,15 +317,25 @@ def test_a_fast_search_writes_the_dfm_artifacts_from_its_ranking(run, method):
 def test_bench_search_prints_each_method_against_the_exhaustive_ranking(run):
   c, workdir, _ = run
   wd = _copy(workdir, "bench_search")
-  args = _launch("bench_search.py", c, wd) + ["--images_per_class=4"]
+  args = _launch("bench_search.py", c, wd) + [
+      "--images_per_class=4",
+      "--methods=auto,screened,coarse_to_fine",
+  ]
   env = dict(os.environ, PYTHONPATH=str(REPO))
   out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   r = json.loads(out.stdout.strip().splitlines()[-1])
   assert r["exhaustive_forwards"] == 514 * 16
-  for m in ("screened", "coarse_to_fine"):
+  for m in ("auto", "screened", "coarse_to_fine"):
     for k in ("speedup", "mass5", "iou5", "max_tpr_diff", "max_fpr_diff"):
       assert np.isfinite(r[f"{m}_{k}"]), (m, k)
     assert r[f"{m}_speedup"] > 1 and 0 <= r[f"{m}_mass5"] <= 1 + 1e-6
+    for k in ("mass5", "tpr_diff", "fpr_diff"):
+      assert len(r[f"{m}_{k}_per_class"]) == 4
+  # auto's bound is never below the mass it actually missed (measured against exhaustive).
+  missed, bound = (np.array(r[f"auto_missed_mass{k}_per_class"]) for k in ("", "_bound"))
+  assert (bound >= missed - 1e-6).all()
+  for k in ("mass5", "tpr_diff", "fpr_diff"):
+    assert len(r[f"exhaustive_split_half_{k}_per_class"]) == 4
   bad = subprocess.run(args + ["--methods=fastest"], capture_output=True, text=True, env=env)
   assert bad.returncode == 2 and "fastest" in bad.stderr.strip().splitlines()[-1]

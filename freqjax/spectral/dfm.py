@@ -150,8 +150,9 @@ class Program:
   desc: str = "DFM ranking"
 
 
-def removal_program(apply_fn: Callable, size: int, patch: int) -> Program:
-  """The DFM score: summed CE of a class's images with each candidate's frequencies removed.
+def removal_program(apply_fn: Callable, size: int, patch: int, per_image: bool = False) -> Program:
+  """The DFM score: summed CE of a class's images with each candidate's frequencies removed
+  (with `per_image`, each image's CE: (K, N), e.g. for a ranking's split-half agreement).
   Group: (centred spectra (N, S, S, C) complex64, labels (N,) int32)."""
 
   def fn(variables, rects, group):
@@ -164,7 +165,7 @@ def removal_program(apply_fn: Callable, size: int, patch: int) -> Program:
     k, n = x.shape[:2]
     logits = apply_fn(variables, x.reshape((k * n,) + x.shape[2:])).astype(jnp.float32)
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.tile(labels, k))
-    return ce.reshape(k, n).sum(axis=1)
+    return ce.reshape(k, n) if per_image else ce.reshape(k, n).sum(axis=1)
 
   def abstract(n, image_shape):
     return (

@@ -40,6 +40,7 @@ def summarise(config, ctx: context.Context, stage_seconds: dict) -> dict:
       "fpr_unfiltered": sc["fpr_unfiltered"].tolist(),
       "dfm_keep_fraction": sc["keep_fraction"].tolist(),
       "dfm_seconds": dfm_art.meta.get("seconds"),
+      "dfm_search": search_summary(scores.meta),
       "stage_seconds": stage_seconds,
   }
   uses = classmap.analyses(config)
@@ -79,3 +80,24 @@ def summarise(config, ctx: context.Context, stage_seconds: dict) -> dict:
         },
     }
   return summary
+
+
+def search_summary(meta: dict) -> dict:
+  """How the DFM scores were searched: the method, its forward-equivalents against the
+  exhaustive ranking's and, for `auto`, the missed-mass bound per class."""
+  out = {
+      "method": (meta.get("search") or {}).get("method", "exhaustive"),
+      "forward_equivalents": meta.get("forward_equivalents"),
+      "exhaustive_forwards": meta.get("exhaustive_forwards"),
+  }
+  for key in (
+      "tolerance",
+      "missed_mass_bound_per_class",
+      "bound_met_per_class",
+      "stop_per_class",
+      "scored_per_class",
+      "confidence",
+  ):
+    if key in meta:
+      out[key] = meta[key]
+  return out

@@ -157,7 +157,16 @@ def _config(**analysis):
 @pytest.mark.parametrize(
     "settings,match",
     [
-        ({"search": "fast"}, r"search='fast'.*'exhaustive', 'screened', 'coarse_to_fine', 'hfss'"),
+        (
+            {"search": "fast"},
+            r"search='fast'.*'exhaustive', 'auto', 'screened', 'coarse_to_fine', 'hfss'",
+        ),
+        ({"auto.tolerance": 0.0}, r"auto.tolerance=0.0 must be in \(0, 1\).*search=exhaustive"),
+        ({"auto.tolerance": 1.0}, r"auto.tolerance=1.0 must be in \(0, 1\)"),
+        ({"auto.tolerance": float("nan")}, r"auto.tolerance=nan must be in \(0, 1\)"),
+        ({"auto.budget": 0.0}, r"auto.budget=0.0 must be in \(0, 1\]"),
+        ({"auto.audit": 0}, r"auto.audit=0 must be a whole number >= 1"),
+        ({"auto.block": -1.0}, r"auto.block=-1.0 must be positive"),
         ({"screen.multiple": 0.0}, r"screen.multiple=0.0 must be positive"),
         ({"screen.audit": 0}, r"screen.audit=0 must be a positive whole number"),
         ({"screen.target": "loss"}, r"screen.target='loss'.*'ce', 'logit', 'margin'"),
