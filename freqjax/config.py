@@ -196,8 +196,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.analysis.hfss.tpr_subsets = 0  # best subsets per class whose TPR/FPR is measured; 0 = all
   c.analysis.thresholds = (0.01, 0.05, 0.1, 0.2)  # DFM sizes, as fractions of H·W
   c.analysis.threshold = 0.05  # the DFM used for the shortcut test and figures
-  c.analysis.memory_budget_mb = 0  # per device, for DFM candidate chunks; 0 = auto (GPU: 1/4
-  #                                  of its memory, CPU: 1 GiB)
+  c.analysis.memory_budget_mb = 0  # per device, for DFM candidate chunks and the batches of
+  #   the shortcut test, Fourier sensitivity and auto's screen; 0 = auto (GPU: 1/4 of its
+  #   memory, CPU: 1 GiB)
   c.analysis.batch_size = 256  # images per forward pass outside the DFM engine
   c.analysis.greedy = False  # also run DFM-X's greedy removal
   c.analysis.greedy_tolerance = 6  # greedy removal stops after this many failed steps

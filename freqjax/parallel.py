@@ -90,13 +90,71 @@ def padded_batches(arrays: dict, batch_size: int, mesh: Mesh):
     yield part, n
 
 
-def map_batches(fn, x: np.ndarray, batch_size: int, mesh: Mesh) -> np.ndarray:
+def map_batches(fn, x: np.ndarray, batch_size: int, mesh: Mesh, bar=None) -> np.ndarray:
   """fn(sharded batch) for every batch of x (single process: x is the whole array), padding
-  the last one; returns the concatenated host results without the padding rows."""
+  the last one; returns the concatenated host results without the padding rows. `bar` (a
+  `progress` bar) advances by each batch's real rows."""
   out = []
   for part, n in padded_batches({"x": x}, batch_size, mesh):
     out.append(to_host(fn(jax.device_put(part["x"], batch_sharding(mesh))))[:n])
+    if bar is not None:
+      bar.update(n)
   return np.concatenate(out)
+
+
+def memory_budget(mesh: Mesh, budget_mb: float = 0) -> float:
+  """Bytes per device that one compiled program's temporary buffers may take: `budget_mb`
+  MiB where it is > 0; else a quarter of a device's memory where JAX reports it (GPUs), and
+  1 GiB where it does not (CPUs), as for the DFM engine's chunks
+  (config.analysis.memory_budget_mb)."""
+  if budget_mb and float(budget_mb) > 0:
+    return float(budget_mb) * 2**20
+  try:
+    return 0.25 * float(mesh.devices.flat[0].memory_stats()["bytes_limit"])
+  except Exception:  # pylint: disable=broad-except
+    return float(2**30)
+
+
+def _temp_bytes(compiled) -> float | None:
+  try:
+    temp = float(compiled.memory_analysis().temp_size_in_bytes)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return temp if temp > 0 else None
+
+
+def fit_batch(lower, batch_size: int, num_items: int, mesh: Mesh, budget_bytes: float, what=""):
+  """(global batch, compiled program) for a batched program run over `num_items` items.
+
+  The batch is the one `padded_batches` uses for `batch_size` (at most `num_items`, rounded
+  up to the device count), made smaller only where XLA's memory analysis of the compiled
+  program says its temporary buffers exceed `budget_bytes` per device (down to one item per
+  device; they grow with the batch: a backward pass at 224 px keeps every layer's
+  activations). `lower(b)` lowers the program for a global batch of b (`jax.jit(f).lower`
+  with `jax.ShapeDtypeStruct`s); the compiled program returned is run for every batch, so
+  it is compiled once."""
+  d = int(mesh.devices.size)
+  first = b = round_up(max(1, min(int(batch_size), int(num_items))), mesh)
+  compiled = lower(b).compile()
+  temp = _temp_bytes(compiled)
+  for _ in range(4):  # temp grows about linearly with the batch: one step usually fits
+    if temp is None or temp <= budget_bytes or b == d:
+      break
+    per_device = b // d
+    b = d * max(1, min(per_device - 1, int(per_device * budget_bytes / temp)))
+    compiled = lower(b).compile()
+    temp = _temp_bytes(compiled)
+  if b != first:
+    logging.info(
+        "%s: batch of %d instead of %d, so that its %.0f MiB of temporary buffers per device "
+        "fit the memory budget of %.0f MiB (config.analysis.memory_budget_mb).",
+        what or "batched program",
+        b,
+        first,
+        (temp or 0) / 2**20,
+        budget_bytes / 2**20,
+    )
+  return b, compiled
 
 
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = "config.train.batch_size"):

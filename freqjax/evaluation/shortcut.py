@@ -41,9 +41,11 @@ def make_predict(apply_fn, mesh, subset: int | None = None):
 
 
 def predictions(
-    predict, variables, mesh, images: np.ndarray, keep: np.ndarray, batch_size: int
+    predict, variables, mesh, images: np.ndarray, keep: np.ndarray, batch_size: int, bar=None
 ) -> np.ndarray:
-  return parallel.map_batches(lambda x: predict(variables, x, keep), images, batch_size, mesh)
+  return parallel.map_batches(
+      lambda x: predict(variables, x, keep), images, batch_size, mesh, bar=bar
+  )
 
 
 def run(
@@ -56,8 +58,15 @@ def run(
     *,
     batch_size: int = 256,
     complement: bool = True,
+    memory_budget_mb: float = 0,
+    progress: bool = False,
+    desc: str = "shortcut test",
 ) -> dict:
-  """images: normalised (N,H,W,3); dfms: (C,H,W) bool keep-masks, centred layout."""
+  """images: normalised (N,H,W,3); dfms: (C,H,W) bool keep-masks, centred layout.
+
+  `batch_size` images per forward pass, fewer where the pass's buffers would exceed
+  `memory_budget_mb` per device (`parallel.memory_budget`: 0 = automatic, 1 GiB on a CPU).
+  `progress`: a bar over the (1 + C, or 1 + 2C with `complement`) passes of the test set."""
   dfms = np.asarray(dfms)
   num_classes = dfms.shape[0]
   if dfms.shape[1:] != images.shape[1:3]:
@@ -74,10 +83,27 @@ def run(
   mapped = int(jax.eval_shape(apply_fn, variables, x1).shape[-1]) > num_classes
   predict = make_predict(apply_fn, mesh, num_classes if mapped else None)
   views = [("", 0, True), ("_subset", 1, False)] if mapped else [("", None, False)]
+  repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+  dtype = jax.dtypes.canonicalize_dtype(images.dtype)
+  keep_spec = jax.ShapeDtypeStruct(images.shape[1:3], jnp.float32, sharding=repl)
+  batch_size, predict = parallel.fit_batch(
+      lambda b: predict.lower(
+          variables, jax.ShapeDtypeStruct((b,) + images.shape[1:], dtype, sharding=data), keep_spec
+      ),
+      batch_size,
+      len(images),
+      mesh,
+      parallel.memory_budget(mesh, memory_budget_mb),
+      desc,
+  )
+  passes = 1 + num_classes * (2 if complement else 1)
+  bar = parallel.progress(
+      total=passes * len(images), unit="img", desc=f"{desc} ({passes} passes)", disable=not progress
+  )
 
   def confusions(keep) -> dict:
     """{suffix: confusion matrix} of the images filtered by `keep`, per prediction."""
-    pred = predictions(predict, variables, mesh, images, keep, batch_size)
+    pred = predictions(predict, variables, mesh, images, keep, batch_size, bar)
     return {
         v: metrics.confusion(labels, pred if col is None else pred[:, col], num_classes, other)
         for v, col, other in views
@@ -110,6 +136,7 @@ def run(
       tpr = np.array([r[0][k] for k, r in enumerate(rates)])
       fpr = np.array([r[1][k] for k, r in enumerate(rates)])
       out[f"confusion{suffix}{v}"], out[f"tpr{suffix}{v}"], out[f"fpr{suffix}{v}"] = confs, tpr, fpr
+  bar.close()
   return out
 
 

@@ -248,7 +248,7 @@ class Engine:
     self.tune_fraction = 1 / 8  # of the work, at most spent on measuring chunk sizes
     self.tuning = None  # the last measured choice of chunk size (see `_tune`)
     self.variables = parallel.replicate(mesh, variables)
-    self.budget = memory_budget_mb * 2**20 if memory_budget_mb > 0 else _auto_budget(mesh)
+    self.budget = parallel.memory_budget(mesh, memory_budget_mb)
     self.fixed_chunk = chunk_size
     self.progress = progress and parallel.is_main_process()
     self.devices = int(mesh.devices.size)
@@ -287,6 +287,10 @@ class Engine:
     sizes = _tune_sizes(self.devices, largest)
     if len(sizes) < 2:
       return largest
+    # Compiling and timing each size takes a while before the bar opens: say so.
+    logging.info(
+        "%s: timing chunks of %s candidates (compiling each) ...", self.program.desc, sizes
+    )
     arrays = group.make()
     sharding = parallel.batch_sharding(self.mesh)
     rates, spent, best, best_rate = {}, 0, sizes[-1], 0.0
@@ -453,15 +457,6 @@ def _tune_sizes(devices: int, largest: int) -> list[int]:
     sizes.append(k)
     k *= 2
   return sizes + [largest]
-
-
-def _auto_budget(mesh) -> float:
-  """A quarter of a device's memory where JAX reports it (GPUs), else 1 GiB (CPUs)."""
-  try:
-    limit = mesh.devices.flat[0].memory_stats()["bytes_limit"]
-    return 0.25 * float(limit)
-  except Exception:  # pylint: disable=broad-except
-    return float(2**30)
 
 
 def _check_finite(values, group, offset, cands, desc="DFM ranking"):

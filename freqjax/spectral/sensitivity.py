@@ -54,8 +54,14 @@ def class_sensitivity(
     *,
     target: str = "loss",
     batch_size: int = 256,
+    memory_budget_mb: float = 0,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """(C, S, S) float64 mean power spectrum of the input gradient per class, and counts (C,)."""
+  """(C, S, S) float64 mean power spectrum of the input gradient per class, and counts (C,).
+
+  `batch_size` images per backward pass, fewer where the pass's buffers would exceed
+  `memory_budget_mb` per device (`parallel.memory_budget`: 0 = automatic, 1 GiB on a CPU);
+  each image's gradient is its own, so the batch changes no result beyond float rounding."""
   repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   fn = jax.jit(
       lambda v, x, y: power_spectra(apply_fn, v, x, y, target),
@@ -63,17 +69,36 @@ def class_sensitivity(
       out_shardings=data,
   )
   variables = parallel.replicate(mesh, variables)
+  images = np.asarray(images, np.float32)  # no copy of float32 images
   size = images.shape[1]
+
+  def lower(b):
+    x = jax.ShapeDtypeStruct((b,) + images.shape[1:], jnp.float32, sharding=data)
+    return fn.lower(variables, x, jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data))
+
+  batch_size, compiled = parallel.fit_batch(
+      lower,
+      batch_size,
+      len(images),
+      mesh,
+      parallel.memory_budget(mesh, memory_budget_mb),
+      "Fourier sensitivity",
+  )
   sums = np.zeros((num_classes, size, size), np.float64)
   counts = np.zeros(num_classes, np.int64)
+  bar = parallel.progress(
+      total=len(images), unit="img", desc="Fourier sensitivity", disable=not progress
+  )
   for part, n in parallel.padded_batches(
-      {"x": images.astype(np.float32), "y": labels.astype(np.int32)}, batch_size, mesh
+      {"x": images, "y": labels.astype(np.int32)}, batch_size, mesh
   ):
     x = jax.device_put(part["x"], data)
     y = jax.device_put(part["y"], data)
-    power = parallel.to_host(fn(variables, x, y))[:n].astype(np.float64)
+    power = parallel.to_host(compiled(variables, x, y))[:n].astype(np.float64)
     np.add.at(sums, part["y"][:n], power)
     counts += np.bincount(part["y"][:n], minlength=num_classes)
+    bar.update(n)
+  bar.close()
   return sums / np.maximum(counts, 1)[:, None, None], counts
 
 

@@ -35,13 +35,19 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
   num_classes = len(ctx.class_names)
 
   def compute():
-    batches = (
-        b
-        for b, _ in parallel.padded_batches(
-            {"image": ctx.images, "label": ctx.labels}, int(config.analysis.batch_size), ctx.mesh
-        )
+    bar = parallel.progress(
+        total=len(ctx.labels), unit="img", desc="ADCS", disable=not config.train.progress
     )
-    sums, counts = adcs_lib.class_amplitude_sums(batches, num_classes, ctx.mesh, variant)
+
+    def batches():
+      for b, n in parallel.padded_batches(
+          {"image": ctx.images, "label": ctx.labels}, int(config.analysis.batch_size), ctx.mesh
+      ):
+        yield b
+        bar.update(n)
+
+    sums, counts = adcs_lib.class_amplitude_sums(batches(), num_classes, ctx.mesh, variant)
+    bar.close()
     sums, counts = sums[order], counts[order]
     maps = adcs_lib.adcs_from_sums(sums, counts, variant)
     mean = sums / np.maximum(counts, 1)[:, None, None, None]

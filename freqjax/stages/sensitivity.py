@@ -25,6 +25,8 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
         len(ctx.class_names),
         target=target,
         batch_size=int(config.analysis.batch_size),
+        memory_budget_mb=float(config.analysis.memory_budget_mb),
+        progress=config.train.progress,
     )
     arrays = {"sensitivity": maps, "radial": sens_lib.radial_average(maps), "counts": counts}
     return arrays, ctx.meta(target=target, fft="unitary (norm='ortho'), summed over channels")

@@ -66,7 +66,16 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
 
     def compute(x=x, y=y, name=name, dfms=dfms, dfms_fp=dfms_fp):
       res = shortcut.run(
-          ctx.apply_fn, ctx.variables, ctx.mesh, x, y, dfms, batch_size=int(a.batch_size)
+          ctx.apply_fn,
+          ctx.variables,
+          ctx.mesh,
+          x,
+          y,
+          dfms,
+          batch_size=int(a.batch_size),
+          memory_budget_mb=float(a.memory_budget_mb),
+          progress=config.train.progress,
+          desc=f"shortcut test on {name}",
       )
       return res, ctx.meta(threshold=float(a.threshold), test_set=name, dfms_fingerprint=dfms_fp)
 

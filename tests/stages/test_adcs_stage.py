@@ -26,6 +26,7 @@ def test_adcs_from_the_dataset_alone_in_the_authors_class_order(shared_data, tmp
       devices=2,
   )
   assert out.returncode == 0, out.stderr[-3000:]
+  assert "ADCS: 100%" in out.stderr  # its progress bar
   assert not (workdir / "checkpoints").exists() and not (workdir / "run.json").exists()
   art = artifacts.load(str(workdir / "analysis" / "adcs.npz"), "adcs")
   # ImageFolder's order: sorted folder names; the config lists ImageNet-10's order.

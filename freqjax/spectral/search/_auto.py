@@ -125,10 +125,20 @@ def screen_program(apply_fn, cands: cand_lib.CandidateSet, competitors: int = 2)
 
 
 def reduced_linear_scores(
-    apply_fn, variables, mesh, images, labels, cands, competitors: int = 2, batch: int = 64
+    apply_fn,
+    variables,
+    mesh,
+    images,
+    labels,
+    cands,
+    competitors: int = 2,
+    batch: int = 64,
+    budget_bytes: float | None = None,
+    progress: bool = False,
 ) -> np.ndarray:
   """(K + 1,): `screen_program`'s values summed over the images (split over the devices;
-  each device's program is independent)."""
+  each device's program is independent). `batch` images at a time, fewer where the backward
+  passes' buffers would exceed `budget_bytes` per device (`parallel.fit_batch`)."""
   repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
   f = jax.jit(
       screen_program(apply_fn, cands, competitors),
@@ -137,10 +147,26 @@ def reduced_linear_scores(
   )
   spec = jax.jit(fft.centred_spectrum)
   variables = parallel.replicate(mesh, variables)
+  size, channels = images.shape[1], images.shape[-1]
+  batch, step = parallel.fit_batch(
+      lambda b: f.lower(
+          variables,
+          jax.ShapeDtypeStruct((b, size, size, channels), jnp.complex64, sharding=data),
+          jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data),
+      ),
+      batch,
+      len(images),
+      mesh,
+      parallel.memory_budget(mesh) if budget_bytes is None else budget_bytes,
+      "auto's screen",
+  )
+  bar = parallel.progress(total=len(images), unit="img", desc="auto screen", disable=not progress)
   total = np.zeros(len(cands) + 1, np.float64)
   for part, n in parallel.padded_batches({"x": images, "y": labels}, batch, mesh):
-    x, y = jnp.asarray(part["x"]), jnp.asarray(part["y"])
-    total += parallel.to_host(f(variables, spec(x), y))[:n].astype(np.float64).sum(0)
+    x, y = jnp.asarray(part["x"]), jnp.asarray(part["y"], jnp.int32)
+    total += parallel.to_host(step(variables, spec(x), y))[:n].astype(np.float64).sum(0)
+    bar.update(n)
+  bar.close()
   return total.astype(np.float32)
 
 
@@ -396,6 +422,8 @@ def _screen(job: _Job, c, idx: np.ndarray) -> tuple[np.ndarray, float]:
           e.cands,
           job.competitors,
           job.batch,
+          e.budget,
+          e.progress,
       ),
       (len(e.cands) + 1,),
   )
