@@ -74,12 +74,17 @@ def _search_section(summary: dict, names) -> list[str]:
     lines[0] += f", {fwd:,.0f} forward-equivalents ({full / fwd:.1f}× fewer than exhaustive)"
   lines[0] += "."
   if "missed_mass_bound_per_class" in sr:
+    verdict = {
+        "bound": "yes",
+        "all scored": "yes (exact)",
+        "floor": "no: stopped at the ranking's split-half floor",
+        "budget": "**no (budget)**",
+    }
     rows = [
-        [n, f"{b:.3f}", "yes" if ok else "**no (budget)**", stop, k]
-        for n, b, ok, stop, k in zip(
+        [n, f"{b:.3f}", verdict.get(stop, stop), k]
+        for n, b, stop, k in zip(
             names,
             sr["missed_mass_bound_per_class"],
-            sr["bound_met_per_class"],
             sr["stop_per_class"],
             sr["scored_per_class"],
         )
@@ -89,7 +94,7 @@ def _search_section(summary: dict, names) -> list[str]:
         f"Bound on the exhaustive top-{100 * summary['dfm_threshold']:g}% score mass each DFM "
         f"may have missed (tolerance {sr['tolerance']:g}); it holds {sr['confidence']}.",
         "",
-        _table(["class", "missed-mass bound", "within tolerance", "stopped", "scored"], rows),
+        _table(["class", "missed-mass bound", "within tolerance", "candidates scored"], rows),
     ]
   return lines + [""]
 
