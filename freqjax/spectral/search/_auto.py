@@ -91,14 +91,15 @@ def incidence(cands: cand_lib.CandidateSet) -> tuple[np.ndarray, np.ndarray]:
   return np.concatenate(ks).astype(np.int32), np.concatenate(cells).astype(np.int32)
 
 
-def screen_program(apply_fn, cands: cand_lib.CandidateSet, competitors: int = 2):
+def screen_program(apply_fn, cands: cand_lib.CandidateSet, competitors: int = 2, pairs=None):
   """fn(variables, spectra (n, S, S, C), labels (n,)) -> (n, K + 1): per image and candidate
   the cross-entropy increase when it is removed, to first order in the reduced logits (the
   true one, the `competitors` highest others, the log-sum-exp of the rest), then the
   unfiltered cross-entropy. One forward and m + 2 backward passes per image,
-  m = min(competitors, outputs - 1), for any number of outputs."""
+  m = min(competitors, outputs - 1), for any number of outputs. `pairs`: `incidence(cands)`
+  when the caller has it."""
   size, num = cands.size, len(cands)
-  kidx, cidx = (jnp.asarray(a) for a in incidence(cands))
+  kidx, cidx = (jnp.asarray(a) for a in (pairs or incidence(cands)))
 
   def per_image(variables, spectrum, label):
     def z(s):
@@ -124,6 +125,72 @@ def screen_program(apply_fn, cands: cand_lib.CandidateSet, competitors: int = 2)
   return jax.vmap(per_image, in_axes=(None, 0, 0))
 
 
+class Screen:
+  """`screen_program` jitted once for a search; `screen(images, labels)` is its values summed
+  over the images, (K + 1,) (split over the devices; each device's program is independent).
+  `batch` images at a time, fewer where the backward passes' buffers would exceed
+  `budget_bytes` per device (`parallel.fit_batch`), compiled once per batch size: a search
+  over classes of one size compiles it once, not once per class."""
+
+  def __init__(
+      self,
+      apply_fn,
+      variables,
+      mesh,
+      cands,
+      competitors: int = 2,
+      batch: int = 64,
+      budget_bytes: float | None = None,
+      progress: bool = False,
+      pairs=None,
+  ):
+    self.mesh, self.size, self.batch, self.progress = mesh, len(cands), batch, progress
+    self.budget = parallel.memory_budget(mesh) if budget_bytes is None else budget_bytes
+    repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+    self._data = data
+    self._f = jax.jit(
+        screen_program(apply_fn, cands, competitors, pairs),
+        in_shardings=(repl, data, data),
+        out_shardings=data,
+    )
+    self._spec = jax.jit(fft.centred_spectrum)
+    self.variables = parallel.replicate(mesh, variables)
+    self._fitted = {}  # first batch tried -> (batch, compiled program)
+
+  def _step(self, images):
+    first = parallel.round_up(max(1, min(int(self.batch), len(images))), self.mesh)
+    if first not in self._fitted:
+      size, channels = images.shape[1], images.shape[-1]
+      self._fitted[first] = parallel.fit_batch(
+          lambda b: self._f.lower(
+              self.variables,
+              jax.ShapeDtypeStruct((b, size, size, channels), jnp.complex64, sharding=self._data),
+              jax.ShapeDtypeStruct((b,), jnp.int32, sharding=self._data),
+          ),
+          self.batch,
+          len(images),
+          self.mesh,
+          self.budget,
+          "auto's screen",
+      )
+    return self._fitted[first]
+
+  def __call__(self, images, labels) -> np.ndarray:
+    batch, step = self._step(images)
+    bar = parallel.progress(
+        total=len(images), unit="img", desc="auto screen", disable=not self.progress
+    )
+    total = np.zeros(self.size + 1, np.float64)
+    for part, n in parallel.padded_batches({"x": images, "y": labels}, batch, self.mesh):
+      x, y = jnp.asarray(part["x"]), jnp.asarray(part["y"], jnp.int32)
+      total += (
+          parallel.to_host(step(self.variables, self._spec(x), y))[:n].astype(np.float64).sum(0)
+      )
+      bar.update(n)
+    bar.close()
+    return total.astype(np.float32)
+
+
 def reduced_linear_scores(
     apply_fn,
     variables,
@@ -136,38 +203,9 @@ def reduced_linear_scores(
     budget_bytes: float | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-  """(K + 1,): `screen_program`'s values summed over the images (split over the devices;
-  each device's program is independent). `batch` images at a time, fewer where the backward
-  passes' buffers would exceed `budget_bytes` per device (`parallel.fit_batch`)."""
-  repl, data = parallel.replicated(mesh), parallel.batch_sharding(mesh)
-  f = jax.jit(
-      screen_program(apply_fn, cands, competitors),
-      in_shardings=(repl, data, data),
-      out_shardings=data,
-  )
-  spec = jax.jit(fft.centred_spectrum)
-  variables = parallel.replicate(mesh, variables)
-  size, channels = images.shape[1], images.shape[-1]
-  batch, step = parallel.fit_batch(
-      lambda b: f.lower(
-          variables,
-          jax.ShapeDtypeStruct((b, size, size, channels), jnp.complex64, sharding=data),
-          jax.ShapeDtypeStruct((b,), jnp.int32, sharding=data),
-      ),
-      batch,
-      len(images),
-      mesh,
-      parallel.memory_budget(mesh) if budget_bytes is None else budget_bytes,
-      "auto's screen",
-  )
-  bar = parallel.progress(total=len(images), unit="img", desc="auto screen", disable=not progress)
-  total = np.zeros(len(cands) + 1, np.float64)
-  for part, n in parallel.padded_batches({"x": images, "y": labels}, batch, mesh):
-    x, y = jnp.asarray(part["x"]), jnp.asarray(part["y"], jnp.int32)
-    total += parallel.to_host(step(variables, spec(x), y))[:n].astype(np.float64).sum(0)
-    bar.update(n)
-  bar.close()
-  return total.astype(np.float32)
+  """(K + 1,): `screen_program`'s values summed over `images` (a `Screen` used once)."""
+  screen = Screen(apply_fn, variables, mesh, cands, competitors, batch, budget_bytes, progress)
+  return screen(images, labels)
 
 
 def screen_passes(num_outputs: int, competitors: int) -> float:
@@ -176,14 +214,15 @@ def screen_passes(num_outputs: int, competitors: int) -> float:
   return 1.0 + 2.0 * (m + (2 if num_outputs > m + 1 else 1))
 
 
-def removed_energy(images: np.ndarray, cands: cand_lib.CandidateSet) -> np.ndarray:
-  """(K,) Σ over the images and channels of |X|² on each candidate's frequencies."""
+def removed_energy(images: np.ndarray, cands: cand_lib.CandidateSet, pairs=None) -> np.ndarray:
+  """(K,) Σ over the images and channels of |X|² on each candidate's frequencies (`pairs`:
+  `incidence(cands)` when the caller has it)."""
   power = np.zeros(images.shape[1] ** 2, np.float64)
   for lo in range(0, len(images), 256):
     x = np.asarray(images[lo : lo + 256], np.float32)
     spectrum = np.fft.fftshift(np.fft.fft2(x, axes=(1, 2)), axes=(1, 2))
     power += (np.abs(spectrum) ** 2).sum((0, 3)).reshape(-1)
-  kidx, cidx = incidence(cands)
+  kidx, cidx = pairs or incidence(cands)
   return np.bincount(kidx, weights=power[cidx], minlength=len(cands))
 
 
@@ -216,6 +255,8 @@ class _Job:
   class_names: Any
   floor: bool = True
   per_image: Any = None  # the engine of per-image losses (the floor's)
+  screen: Any = None  # the search's `Screen`, compiled once for every class
+  pairs: Any = None  # incidence(cands), computed once
 
 
 @dataclasses.dataclass
@@ -339,6 +380,19 @@ def auto(
       floor and tolerance > 0,
       per_image,
   )
+  pairs = incidence(engine.cands)
+  screen = Screen(
+      engine.apply_fn,
+      engine.variables,
+      engine.mesh,
+      engine.cands,
+      competitors,
+      batch,
+      engine.budget,
+      engine.progress,
+      pairs,
+  )
+  job = dataclasses.replace(job, screen=screen, pairs=pairs)
   outputs = int(jax.eval_shape(engine.apply_fn, engine.variables, images[:1]).shape[-1])
   per_class = [_search_class(job, c, outputs) for c in class_indices]
   return _result(job, per_class, outputs, time.time() - t0)
@@ -349,7 +403,7 @@ def _search_class(job: _Job, c, outputs: int) -> _Class:
   cands = job.engine.cands
   idx = np.nonzero(job.labels == c)[0]
   screen, base0 = _screen(job, c, idx)
-  energy = removed_energy(job.images[idx], cands)
+  energy = removed_energy(job.images[idx], cands, job.pairs)
   stratum = strata(energy, job.strata)
   scores = np.full(len(cands), np.nan, np.float32)
   exact = np.zeros(len(cands), bool)
@@ -409,23 +463,11 @@ def _search_class(job: _Job, c, outputs: int) -> _Class:
 
 def _screen(job: _Job, c, idx: np.ndarray) -> tuple[np.ndarray, float]:
   """Class c's screen (kept in the store): ĝ (K,) and the unfiltered summed cross-entropy."""
-  e = job.engine
   got = base.saved(
       job.store_root,
       f"screen_class{c:04d}",
-      lambda: reduced_linear_scores(
-          e.apply_fn,
-          e.variables,
-          e.mesh,
-          job.images[idx],
-          np.full(idx.size, c, np.int32),
-          e.cands,
-          job.competitors,
-          job.batch,
-          e.budget,
-          e.progress,
-      ),
-      (len(e.cands) + 1,),
+      lambda: job.screen(job.images[idx], np.full(idx.size, c, np.int32)),
+      (len(job.engine.cands) + 1,),
   )
   return got[:-1].astype(np.float64), float(got[-1])
 
