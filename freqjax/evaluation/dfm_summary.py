@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from freqjax import artifacts, errors
+from freqjax.spectral import masks
 
 
 def dfm_at(art: artifacts.Artifact, threshold: float) -> np.ndarray:
@@ -78,8 +79,15 @@ def half_plane_freqs(mask: np.ndarray) -> list[tuple[int, int]]:
   return sorted({(u, v) for u, v in uv if u > 0 or (u == 0 and v >= 0)})
 
 
-def text(art: artifacts.Artifact, threshold: float, planted: np.ndarray | None) -> str:
-  """Per class: DFM size, planted recall/precision and which planted frequencies it missed."""
+def text(
+    art: artifacts.Artifact,
+    threshold: float,
+    planted: np.ndarray | None,
+    score_maps: np.ndarray | None = None,
+) -> str:
+  """Per class: DFM size, planted recall/precision and which planted frequencies it missed;
+  with the (C, S, S) maps the DFMs were taken from, why a DFM holds more cells than the
+  threshold's (ties at its boundary score)."""
   maps = dfm_at(art, threshold)
   names = art.meta["classes"]
   s = maps.shape[-1]
@@ -90,6 +98,15 @@ def text(art: artifacts.Artifact, threshold: float, planted: np.ndarray | None) 
   ov = planted_overlap(maps, planted) if planted is not None else None
   for k, name in enumerate(names):
     line = f"  {name}: {int(maps[k].sum())} cells"
+    if score_maps is not None:
+      value, extra = masks.boundary_ties(score_maps[k], threshold)
+      # The boundary candidate's own cells (up to 2·patch² with its conjugate partner) share
+      # its score: only ties beyond them say that other candidates tie with it.
+      if extra >= 2 * int(art.meta.get("patch_size", 1)) ** 2:
+        line += (
+            f" ({int(threshold * s * s)} at {100 * threshold:g}% and {extra} more that tie "
+            f"with the boundary score {value:.6g}: ties are kept, as in the official code)"
+        )
     if ov is not None:
       line += (
           f"; planted {ov['planted_cells'][k]}, of them in DFM "

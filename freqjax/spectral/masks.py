@@ -84,6 +84,15 @@ def top_fraction(score_map: np.ndarray, threshold: float) -> np.ndarray:
   return np.asarray(score_map) >= flat[-n]
 
 
+def boundary_ties(score_map: np.ndarray, threshold: float) -> tuple[float, int]:
+  """(the DFM's boundary score, how many cells `top_fraction` keeps beyond int(t·H·W)): every
+  extra cell ties with the boundary score (e.g. frequencies whose removal leaves the loss
+  bit for bit unchanged, score 0, when fewer than t·H·W cells score above 0)."""
+  flat = np.sort(np.asarray(score_map).ravel())
+  n = int(threshold * flat.size)
+  return float(flat[-n]), int(top_fraction(score_map, threshold).sum()) - n
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
   """Intersection over union of boolean maps along the last two axes (e.g. per class)."""
   a, b = np.asarray(a, bool), np.asarray(b, bool)

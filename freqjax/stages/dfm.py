@@ -50,7 +50,8 @@ def run(config, workdir, ctx: context.Context | None = None) -> artifacts.Artifa
       compute,
   )
   if parallel.is_main_process():
-    print(dfm_summary.text(art, float(a.threshold), datasets.planted_masks(ctx.dataset)))
+    planted = datasets.planted_masks(ctx.dataset)
+    print(dfm_summary.text(art, float(a.threshold), planted, dfm_key(scores)))
   if a.greedy:
     run_greedy(config, workdir, ctx)
   return art

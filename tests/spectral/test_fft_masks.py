@@ -89,6 +89,12 @@ def test_top_fraction_follows_the_official_threshold_rule():
   tied = np.zeros((10, 10))
   tied[0, :3] = 2.0
   assert masks.top_fraction(tied, 0.01).sum() == 3  # ties at the threshold value are kept
+  assert masks.boundary_ties(tied, 0.01) == (2.0, 2)  # 1 cell at 1 %, 2 more tie with it
+  assert masks.boundary_ties(scores, 0.05) == (95.0, 0)
+  # Fewer positive scores than the DFM's cells: every cell of score 0 ties at the boundary.
+  few = np.zeros((10, 10))
+  few[0, :3] = [3.0, 2.0, 1.0]
+  assert masks.top_fraction(few, 0.05).sum() == 100 and masks.boundary_ties(few, 0.05) == (0.0, 95)
   with pytest.raises(ValueError, match=r"\(0, 1\]"):
     masks.top_fraction(scores, 1.5)
   with pytest.raises(ValueError, match=r"\(0, 1\]"):
