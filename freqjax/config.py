@@ -163,7 +163,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.analysis.auto.strata = 6  # energy strata (factors of 4 below the largest removed energy)
   c.analysis.auto.competitors = 2  # the screen's linearised logits: true, these, the rest's LSE
   c.analysis.auto.block = 0.25  # then blocks of this × the DFM's size, by the bound's order
-  c.analysis.auto.budget = 1.0  # at most this fraction of the candidates scored exactly
+  c.analysis.auto.budget = 1.0  # at most this fraction of the candidate-images scored exactly
+  # Races over images: a candidate is scored on the first `first_images` of the class's images
+  # (in a random order), then on twice as many, ... until its confidence interval (estimate ±
+  # z standard errors) no longer matters to the bound.
+  c.analysis.auto.first_images = 4
+  c.analysis.auto.z = 2.0
   # Also stop once the bound is within the ranking's own split-half agreement (estimated on
   # the scored candidates' per-image losses): the class's images resolve the DFM no better.
   c.analysis.auto.floor = True

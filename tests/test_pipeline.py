@@ -308,8 +308,9 @@ def test_a_fast_search_writes_the_dfm_artifacts_from_its_ranking(run, method):
   if method == "auto":
     assert len(scores.meta["missed_mass_bound_per_class"]) == 4
     assert set(scores.meta["stop_per_class"]) <= {"bound", "floor", "all scored"}
-  # The 5 % DFM is made of exactly scored candidates only.
-  exact_map = dfm_lib.score_maps(cand_lib.paired(32, 1), scores["candidate_exact"].astype(float))
+  # The 5 % DFM is made of exactly scored candidates only (auto: scored on some images).
+  scored = scores["images_scored"] > 0 if method == "auto" else scores["candidate_exact"]
+  exact_map = dfm_lib.score_maps(cand_lib.paired(32, 1), scored.astype(float))
   five = dfms["dfm"][list(d.analysis.thresholds).index(0.05)]
   assert (exact_map[five] == 1).all()
 

@@ -342,9 +342,11 @@ def _method_figures(cmp: _Comparison, name: str, art, ref_map, ref_rates, base, 
     f[f"{name}_missed_mass_per_class"] = (1.0 - c[f"mass{tag5}"]).tolist()
     f[f"{name}_missed_mass_bound_per_class"] = art.meta["missed_mass_bound_per_class"]
     f[f"{name}_scored_per_class"] = art.meta["scored_per_class"]
-    per_image = float(art.meta["screen_forwards_per_image"])
+    f[f"{name}_raced_per_class"] = art.meta["raced_per_class"]
+    per_class_images = np.bincount(cmp.labels, minlength=len(cmp.ctx.class_names))
     f[f"{name}_speedup_per_class"] = [
-        len(cmp.cands) / (per_image + k) for k in art.meta["scored_per_class"]
+        len(cmp.cands) * float(n) / fwd
+        for n, fwd in zip(per_class_images, art.meta["forwards_per_class"])
     ]
     f[f"{name}_stop_per_class"] = art.meta["stop_per_class"]
   row = {
@@ -399,10 +401,11 @@ def search_table(r: dict) -> list[tuple[str, str]]:
       if m + "_estimated_missed" in r:
         extra += f", est. missed {r[m + '_estimated_missed'][c]:.1f}"
       if m + "_missed_mass_bound_per_class" in r:
+        missed, bnd = r[m + "_missed_mass_per_class"][c], r[m + "_missed_mass_bound_per_class"][c]
         extra += (
-            f", missed {r[m + '_missed_mass_per_class'][c]:.3f} ≤ bound "
-            f"{r[m + '_missed_mass_bound_per_class'][c]:.3f}, {r[m + '_scored_per_class'][c]} "
-            f"scored ({r[m + '_speedup_per_class'][c]:.1f}× fewer; stop: "
+            f", missed {missed:.3f} {'≤' if bnd >= missed - 1e-6 else '>'} bound {bnd:.3f}, "
+            f"{r[m + '_raced_per_class'][c]} raced, {r[m + '_scored_per_class'][c]} on every "
+            f"image ({r[m + '_speedup_per_class'][c]:.1f}× fewer; stop: "
             f"{r[m + '_stop_per_class'][c]})"
         )
       if m + "_goal_met_per_class" in r:

@@ -3,6 +3,8 @@ whose first-order screen is badly wrong for low frequencies, its bound catches t
 scores them exactly; its bound is never below the mass it actually missed; a killed search
 resumes to identical arrays; and its screen costs O(1) passes per image for 1000 outputs."""
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,7 +158,7 @@ def test_the_bound_is_at_least_the_missed_mass_on_a_network():
   ref = search.exhaustive(engine, images, labels, [0, 1, 2])
   base = search_compare.class_losses(apply_fn, variables, engine.mesh, images, labels, 3)
   for tol in (0.02, 0.1, 0.3):
-    got = search.auto(engine, images, labels, [0, 1, 2], tolerance=tol, audit=3)
+    got = search.auto(engine, images, labels, [0, 1, 2], tolerance=tol)
     bound = np.array(got.info["missed_mass_bound_per_class"])
     floor = np.array(got.info["split_half_floor_per_class"])
     stops = got.info["stop_per_class"]
@@ -164,7 +166,7 @@ def test_the_bound_is_at_least_the_missed_mass_on_a_network():
     assert all(s in ("bound", "floor", "all scored") for s in stops)
     assert (bound <= np.maximum(tol, floor) + 1e-12).all()
     assert (bound >= _missed(ref.candidate_scores, got, base) - 1e-6).all(), tol
-  strict = search.auto(engine, images, labels, [0, 1, 2], tolerance=0.02, audit=3, floor=False)
+  strict = search.auto(engine, images, labels, [0, 1, 2], tolerance=0.02, floor=False)
   assert (np.array(strict.info["missed_mass_bound_per_class"]) <= 0.02).all()
   assert (
       np.array(strict.info["missed_mass_bound_per_class"])
@@ -193,18 +195,106 @@ def test_a_budget_below_the_bound_stops_there_and_says_so(caplog):
 
 def test_auto_resumes_after_an_interruption_with_identical_results(tmp_path, monkeypatch):
   apply_fn, variables = tiny_resnet(S, 3, 0)
-  images, labels = _noise()
+  images, labels = _noise(16)  # enough images per class to race over them
   engine = _engine(apply_fn, variables)
   run = lambda root=None: search.auto(
       engine, images, labels, [0, 1], tolerance=0.02, audit=3, store_root=root
   )
   full = run()
   assert max(full.info["rounds_per_class"]) >= 1  # the kill lands among the rounds
+  n = full.extra["images_scored"]
+  assert ((n > 0) & (n < 16)).any()  # some candidates raced on part of the images
   resumed, computed = _interrupted(monkeypatch, 3, lambda: run(str(tmp_path / "store")))
   assert 0 < computed
   for name, value in full.arrays().items():
     np.testing.assert_array_equal(resumed.arrays()[name], value, err_msg=name)
   assert resumed.forwards == full.forwards and resumed.info == full.info
+
+
+def test_auto_races_over_images_and_counts_what_it_scored():
+  """With 16 images per class a candidate is scored on 4, then 8, then all 16 images, only as
+  far as the bound needs; the forwards are the screen's plus the images scored; the bound is
+  at least the mass it missed against the exhaustive ranking."""
+  apply_fn, variables = tiny_resnet(S, 3, 0)
+  images, labels = _noise(16, (0, 1, 2))
+  engine = _engine(apply_fn, variables)
+  ref = search.exhaustive(engine, images, labels, [0, 1, 2])
+  base = search_compare.class_losses(apply_fn, variables, engine.mesh, images, labels, 3)
+  got = search.auto(engine, images, labels, [0, 1, 2], tolerance=0.05)
+  n = got.extra["images_scored"]
+  assert set(np.unique(n)) <= {0, 4, 8, 16} and ((n > 0) & (n < 16)).any()
+  np.testing.assert_array_equal(got.exact, n == 16)
+  per_image = got.info["screen_forwards_per_image"]
+  assert got.info["forwards_per_class"] == [per_image * 16 + float(k) for k in n.sum(1)]
+  bound = np.array(got.info["missed_mass_bound_per_class"])
+  assert (bound >= _missed(ref.candidate_scores, got, base) - 1e-6).all()
+  # Scored on every image, a candidate's score is its exhaustive one (to float rounding).
+  np.testing.assert_allclose(
+      got.candidate_scores[got.exact], ref.candidate_scores[got.exact], rtol=1e-5
+  )
+
+
+def _synthetic_race(seed, num=64):
+  """A class of `num` images and 130 candidates with known per-image loss increases: eight
+  carry the class (gains 1..8), the rest little; each image's increase is noisy, and the
+  screen is off by a remainder that grows with the gain."""
+  rng = np.random.default_rng(seed)
+  cands = candidates.paired(S, 1)
+  k = len(cands)
+  gain = np.abs(rng.normal(0, 0.05, k))
+  gain[rng.choice(k, 8, replace=False)] = np.arange(1, 9)
+  d = gain[:, None] / num * (1 + rng.normal(0, 0.5, (k, num)))
+  s = d * (1 + rng.normal(0, 0.3, (k, 1))) + rng.normal(0, 0.002, (k, num))
+  energy = rng.uniform(0.5, 1.5, k) * (1 + gain)
+  return cands, d, s, energy
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_race_scores_few_images_and_its_bound_holds(seed):
+  """The race itself (`_auto.race`, with the engine replaced by a table of per-image loss
+  increases): it scores far fewer candidate-images than the exhaustive ranking, stops within
+  the tolerance, and its bound is at least the mass it missed."""
+  cands, d, s, energy = _synthetic_race(seed)
+  settings = types.SimpleNamespace(
+      tolerance=0.05,
+      multiple=1.0,
+      audit=6,
+      strata=6,
+      block=0.25,
+      budget=1.0,
+      floor=False,
+      first_images=4,
+      z=2.5,
+      threshold=0.05,
+  )
+  calls = []
+
+  def score(index, lo, hi, name):
+    calls.append((len(index), hi - lo))
+    return d[index, lo:hi]
+
+  r = _auto.race(cands, s, energy, score, settings, np.random.default_rng(seed))
+  assert r.stop == "bound" and r.bound.value <= 0.05
+  assert sum(k * m for k, m in calls) == r.n.sum() < 0.25 * d.size
+  gain = d.sum(1)
+  w = search.base.cells_written(cands)
+  key = search.ranking_key(r.bound.est, r.n > 0, r.bound.upper)
+  top = lambda v: np.argsort(-v, kind="stable")[
+      : search.dfm_candidate_count(cands, np.argsort(-v, kind="stable"), 0.05)
+  ]
+  mass = lambda idx: float(np.sum(w[idx] * np.maximum(gain[idx], 0)))
+  missed = 1 - mass(top(key)) / mass(top(gain))
+  assert r.bound.value >= missed - 1e-9
+
+
+def test_estimates_are_exact_on_every_image_and_t_widens_few():
+  cands, d, s, _ = _synthetic_race(0, num=8)
+  n = np.array([8] * 5 + [4] * (len(cands) - 5))
+  est, se = _auto.estimates(d, n, s)
+  np.testing.assert_allclose(est[:5], d[:5].sum(1), rtol=1e-12)
+  assert (se[:5] == 0).all() and (se[5:] > 0).all()
+  # Student's t quantile at z = 2 (p = 0.97725): 3 dof 3.31, 7 dof 2.45, 30 dof 2.09.
+  np.testing.assert_allclose(_auto.t_quantile(2.0, [3, 7, 30]), [3.31, 2.45, 2.09], atol=0.04)
 
 
 def _dense(outputs, seed=0):

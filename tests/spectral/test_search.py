@@ -167,6 +167,8 @@ def _config(**analysis):
         ({"auto.budget": 0.0}, r"auto.budget=0.0 must be in \(0, 1\]"),
         ({"auto.audit": 0}, r"auto.audit=0 must be a whole number >= 1"),
         ({"auto.block": -1.0}, r"auto.block=-1.0 must be positive"),
+        ({"auto.z": 0.0}, r"auto.z=0.0 must be positive"),
+        ({"auto.first_images": 1}, r"auto.first_images=1 must be a whole number >= 2"),
         ({"screen.multiple": 0.0}, r"screen.multiple=0.0 must be positive"),
         ({"screen.audit": 0}, r"screen.audit=0 must be a positive whole number"),
         ({"screen.target": "loss"}, r"screen.target='loss'.*'ce', 'logit', 'margin'"),

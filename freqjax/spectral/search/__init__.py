@@ -2,16 +2,17 @@
 
 Every method returns per class a score for every candidate of the final candidate set (the
 analysis patch size), the same `scores` map the exhaustive ranking gives, and a `dfm_key`
-map whose top fraction is the method's DFM. Cells a method scored exactly always rank above
-those it only estimated, so a DFM no larger than the exactly scored part comes from exact
-scores alone. One module per method, each registering its entry in `base.REGISTRY`; `run`
-dispatches by `config.analysis.search`:
+map whose top fraction is the method's DFM. Cells a method scored exactly (for `auto`: on
+some or all of the class's images) always rank above those it only estimated, so a DFM no
+larger than that part comes from exact scores alone. One module per method, each registering
+its entry in `base.REGISTRY`; `run` dispatches by `config.analysis.search`:
 
 - `exhaustive` (`_exhaustive`): every candidate, exactly (the reference; `dfm.Engine.rank`).
 - `auto` (`_auto`): a screen whose cost does not grow with the output count, then exact
-  scores in the order of an upper bound (screen + remainder ∝ removed energy, calibrated per
-  energy stratum on exact scores) until the exhaustive DFM's mass it may have missed is
-  bounded below `tolerance`; returns that bound per class (`missed_mass_bound`).
+  scores raced over the class's images (a candidate scored on 4, 8, 16, ... images only as
+  far as its confidence interval matters) in the order of a bound on what they may change,
+  until the exhaustive DFM's mass it may have missed is bounded below `tolerance`; returns
+  that bound per class (`missed_mass_bound`).
 - `screened` (`_screened`): a first-order screen of every candidate from one forward and
   backward pass per image, then exact scores for the `multiple` × DFM-size candidates the
   screen ranks highest plus a random `audit` sample of the rest (which estimates how many

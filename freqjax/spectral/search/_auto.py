@@ -1,56 +1,65 @@
-"""The `auto` search: exact scores in the order of an upper bound, until the exhaustive DFM's
-score mass it may have missed is bounded below `tolerance`.
+"""The `auto` search: exact scores, raced over the class's images, in the order of a bound on
+what they may change, until the exhaustive DFM's score mass it may have missed is bounded
+below `tolerance`.
 
-Per class (gain g_k: the class's summed cross-entropy increase when candidate k is removed;
-the exhaustive DFM: the candidates of highest gain covering `threshold` of the cells):
+Per class (gain g_k: the class's summed cross-entropy increase when candidate k is removed,
+d_ki its terms per image; the exhaustive DFM: the candidates of highest gain covering
+`threshold` of the cells):
 
-1. Screen (`reduced_linear_scores`), whatever the model's output count: one forward pass and
-   m + 2 backward passes per image. The logits, reduced to the true class's, the m highest
+1. Screen (`screen_program`), whatever the model's output count: one forward pass and m + 2
+   backward passes per image. The logits, reduced to the true class's, the m highest
    others' and the log-sum-exp of the rest, are changed to first order; the cross-entropy of
-   the reduced logits is computed exactly. This gives ĝ_k and the unfiltered loss.
-2. Removed energy E_k = Σ_images Σ_{frequencies of k} |X|², free from the class's spectra.
+   the reduced logits is computed exactly. This gives per image s_ki ≈ d_ki and the
+   unfiltered loss; ĝ_k = Σ_i s_ki.
+2. Removed energy E_k = Σ_images Σ_{frequencies of k} |X|², free from the class's spectra,
+   and energy strata (stratum h: energies a factor 4^h..4^(h+1) below the largest).
    Taylor's remainder of a removal grows with it: a photo's low frequencies are no small step.
-3. Exact scores (`dfm.Engine`) for the screen's top `multiple` × the DFM's candidates and an
-   audit: `audit` candidates drawn at random from each energy stratum (stratum h: energies
-   within a factor 4^h..4^(h+1) below the largest; the last, `strata` - 1, holds the rest). A
-   photo's few high-energy candidates fill the first strata, so they are all scored.
-4. The bound. Taylor's remainder g_k - ĝ_k grows with the removed energy and, measured on
-   Syn-1 (correlation 0.83 within a stratum), with the size of the first-order change |ĝ_k|.
-   Per stratum h the envelope ρ_h·E + κ_h·|ĝ| (ρ, κ >= 0) lies above the remainder of every
-   scored candidate, the smallest such over the never-scored ones (`envelope`); a
-   never-scored candidate u gets the upper bound U_u = ĝ_u + ρ_h E_u + κ_h |ĝ_u|. With b the
-   lowest gain in the DFM D of exact scores and w_k the cells a candidate's score is written
-   to, the exhaustive DFM's mass (Σ w·max(g, 0)) exceeds D's by at most
-   X = Σ_u w_u·max(0, U_u - b): each of its cells outside D is a never-scored candidate's (a
-   scored one there has gain <= b) and replaces a cell of D of gain >= b. So the fraction of
-   the exhaustive DFM's mass D misses is at most X / (mass(D) + X).
-5. While that bound exceeds `tolerance`, the never-scored candidates of largest w(U - b)
-   (`block` × the DFM's candidates at a time) are scored exactly and the bound recomputed. In
-   the worst case every candidate is scored: the exhaustive ranking (`tolerance` 0 scores them
-   all in one engine call, as the exhaustive ranking does, so its arrays equal it bit for bit;
-   scored in rounds, exact scores agree with it to float rounding, ~1e-7 relative).
-   `budget` caps the fraction of candidates scored; stopping there above the tolerance is
+3. Races over images. The class's images are put in a random order; a candidate is scored
+   exactly on its first `first_images` (4), then 8, 16, ... up to all N, each step only if
+   the bound needs it. From its first n images the gain is estimated with the screen as a
+   control variate, est = ĝ + N·mean_i<n(d - s), with the standard error of sampling n of N
+   without replacement; its interval is est ± t·se (t: Student's quantile for n - 1 degrees
+   of freedom at the normal quantile `z`, 2.5). A class of fewer than 4 × `first_images`
+   images is not raced: a candidate scored is scored on all of them.
+   First raced: the screen's top `multiple` × the DFM's candidates and an audit of `audit`
+   per stratum drawn at random from the rest (scaled by N / `first_images` when raced, at
+   the same cost in images as `audit` candidates scored on all of them).
+4. The bound. Each candidate gets an upper bound U and a lower bound L of its gain: exact
+   where scored on all images; est ± t·se where raced; for the never-scored U = ĝ + ρE +
+   κ|ĝ| by the smallest envelope over their stratum lying above every raced candidate's
+   remainder upper bound (`envelope`), and L = -inf. The DFM D is taken from the raced
+   candidates by estimate. For any b >= 0 the exhaustive DFM's mass (Σ w·max(g, 0), w the
+   cells a candidate's score is written to) exceeds D's by at most
+   X(b) = Σ_{k∉D} w·max(0, U_k - b) + Σ_{j∈D} w·max(0, b - L_j)
+   (each of its cells outside D takes the place of one of D), so the fraction of its mass D
+   misses is at most X / (Σ_D w·max(L, 0) + X), at the b minimising X (`bound`). The
+   never-scored are held to min(b, D's lowest L): their envelope is the weakest part.
+5. Rounds: while the bound exceeds `tolerance`, the candidates with the largest share of X
+   per image their next step costs are scored further (`block` × the DFM's candidates × N
+   images a round). In the worst case every candidate is scored on every image: the
+   exhaustive ranking (`tolerance` 0 scores them all in one engine call, as the exhaustive
+   ranking does, so its arrays equal it bit for bit). `budget` caps the fraction of the
+   exhaustive ranking's candidate-images scored; stopping there above the tolerance is
    logged and recorded (`bound_met` False) with the bound the DFM has.
-
 6. The floor (`floor`, default on). On real photos a DFM partly reflects which test images
-   were drawn. The exact scores come with each image's loss, so the ranking's own
-   split-half agreement is estimated on the scored candidates (`split_half_floor`: the mass
-   the DFM ranked on every other image misses). Once the bound is below that floor, the
-   rounds stop (`stop` 'floor'): no method can agree with the exhaustive ranking better
-   than the ranking agrees with itself. The bound is still reported as it is.
+   were drawn. The per-image losses give the ranking's own split-half disagreement: over
+   32 random halvings of the images, the mass that the DFM ranked on one half misses of the
+   one ranked on all (`split_half_floor`; a raced candidate's half is scaled from its
+   images). Once the bound is below its lower quartile, the rounds stop (`stop` 'floor'): no
+   method can agree with the exhaustive ranking better than the ranking agrees with itself.
 
-Confidence: the bound holds when no never-scored candidate's remainder lies above its
-stratum's envelope. The audit is a uniform draw from the stratum's candidates outside the
-screen's top, and the envelope is the optimum of a convex program over the scored
-candidates' constraints in two variables, so by the scenario approach (Campi & Garatti,
-2008; at most two constraints support the optimum) a never-scored candidate of the stratum
-lies above it with probability at most 2/(n + 1), n its audited candidates (6: 29 %); the
-other scored candidates only add constraints. It is a per-candidate statement, not a
-simultaneous one: one outlier may escape, and then its excess over b is what the bound
-misses. What was scored exactly (`candidate_exact`) is exact.
+Confidence: per raced candidate, the interval covers its gain with probability about
+Φ(z) one-sided (99.4 % at 2.5) when the remainders' spread over its first images stands for
+the rest (a sample of identical remainders, e.g. images whose loss and gradient are both 0,
+is given the screen's own spread over all images instead). Per never-scored candidate,
+its remainder lies above its stratum's envelope with probability at most 2/(n + 1), n the
+stratum's audited candidates (the scenario approach, Campi & Garatti 2008: the envelope is
+a convex program in two variables). Both are per-candidate statements, not simultaneous;
+the bound is a sum over candidates, so one that escapes adds only its excess. What was
+scored on every image (`candidate_exact`) is exact.
 
 Every engine call's chunks and the screen are kept in the store; each round's candidates
-follow from the rounds before, so a killed search resumes to identical arrays.
+and images follow from the rounds before, so a killed search resumes to identical arrays.
 """
 
 from __future__ import annotations
@@ -69,10 +78,15 @@ from freqjax import parallel
 from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, fft
 from freqjax.spectral.search import base
 
+SPREAD = 0.0
+NEVER_AT_DFM_LOW = True
+AUDIT_SCALE = True
+ENV_UPPER = False
+FLOOR_QUANTILE = 0.25
 CONFIDENCE = (
-    "per never-scored candidate, P(its first-order remainder lies above its energy stratum's "
-    "envelope fitted to the scored ones) <= 2/(audit + 1), by the scenario approach over the "
-    "stratum's random audit"
+    "per raced candidate at about Phi(z) one-sided (Student's t interval of its gain from the "
+    "images it was scored on), per never-scored candidate at >= 1 - 2/(n + 1), n its energy "
+    "stratum's audited candidates (scenario approach); per candidate, not simultaneous"
 )
 
 # ------------------------------------------------------------------------- the screen ----
@@ -126,8 +140,8 @@ def screen_program(apply_fn, cands: cand_lib.CandidateSet, competitors: int = 2,
 
 
 class Screen:
-  """`screen_program` jitted once for a search; `screen(images, labels)` is its values summed
-  over the images, (K + 1,) (split over the devices; each device's program is independent).
+  """`screen_program` jitted once for a search; `screen(images, labels)` is its values per
+  image, (n, K + 1) (split over the devices; each device's program is independent).
   `batch` images at a time, fewer where the backward passes' buffers would exceed
   `budget_bytes` per device (`parallel.fit_batch`), compiled once per batch size: a search
   over classes of one size compiles it once, not once per class."""
@@ -176,19 +190,18 @@ class Screen:
     return self._fitted[first]
 
   def __call__(self, images, labels) -> np.ndarray:
+    """(len(images), K + 1) float32: per image the screen's values (`screen_program`)."""
     batch, step = self._step(images)
     bar = parallel.progress(
         total=len(images), unit="img", desc="auto screen", disable=not self.progress
     )
-    total = np.zeros(self.size + 1, np.float64)
+    out = []
     for part, n in parallel.padded_batches({"x": images, "y": labels}, batch, self.mesh):
       x, y = jnp.asarray(part["x"]), jnp.asarray(part["y"], jnp.int32)
-      total += (
-          parallel.to_host(step(self.variables, self._spec(x), y))[:n].astype(np.float64).sum(0)
-      )
+      out.append(parallel.to_host(step(self.variables, self._spec(x), y))[:n])
       bar.update(n)
     bar.close()
-    return total.astype(np.float32)
+    return np.concatenate(out).astype(np.float32)
 
 
 def reduced_linear_scores(
@@ -205,7 +218,7 @@ def reduced_linear_scores(
 ) -> np.ndarray:
   """(K + 1,): `screen_program`'s values summed over `images` (a `Screen` used once)."""
   screen = Screen(apply_fn, variables, mesh, cands, competitors, batch, budget_bytes, progress)
-  return screen(images, labels)
+  return screen(images, labels).astype(np.float64).sum(0).astype(np.float32)
 
 
 def screen_passes(num_outputs: int, competitors: int) -> float:
@@ -254,34 +267,76 @@ class _Job:
   store_root: str | None
   class_names: Any
   floor: bool = True
-  per_image: Any = None  # the engine of per-image losses (the floor's)
+  first_images: int = 4
+  z: float = 2.5
+  per_image: Any = None  # the engine of per-image losses (the races')
   screen: Any = None  # the search's `Screen`, compiled once for every class
   pairs: Any = None  # incidence(cands), computed once
 
 
 @dataclasses.dataclass
 class _Class:
-  scores: np.ndarray  # (K,) exact scores, the screen's estimates for the rest
-  exact: np.ndarray
+  scores: np.ndarray  # (K,) exact scores, estimates for the rest
+  exact: np.ndarray  # (K,) scored on every image
   key: np.ndarray
-  screen: np.ndarray  # (K,) ĝ
+  screen: np.ndarray  # (K,) ĝ (summed over the images)
   energy: np.ndarray  # (K,) E
-  upper: np.ndarray  # (K,) U for never-scored candidates, the exact gain for the rest
+  upper: np.ndarray  # (K,) the upper bound U of each gain (the gain itself where exact)
+  images: np.ndarray  # (K,) images each candidate was scored on
   unfiltered: float  # the class's summed cross-entropy without removal (the gains' zero)
   bound: float  # the missed-mass bound
   floor: float  # the split-half floor estimated at the end (0 without the floor)
   rounds: int
-  stop: str  # 'bound' | 'all scored' | 'budget'
+  stop: str  # 'bound' | 'floor' | 'all scored' | 'budget'
   forwards: float
 
 
-@dataclasses.dataclass
-class _Bound:
-  """The bound of one class's scores so far."""
+def image_levels(n: int, first: int) -> np.ndarray:
+  """The image counts a candidate's race goes through: `first`, doubling, ending at n. A class
+  of fewer than 4 × `first` images is not raced (every candidate scored is scored on all of
+  them): a few images' spread says little of the rest, and racing would save little."""
+  if 4 * first > n:
+    return np.asarray([n], np.int64)
+  out = [max(1, min(n, first))]
+  while out[-1] < n:
+    out.append(min(n, 2 * out[-1]))
+  return np.asarray(out, np.int64)
 
-  value: float
-  boundary: float  # b: the DFM's lowest exact gain
-  upper: np.ndarray  # (K,) U (never-scored), exact gain (scored)
+
+def t_quantile(z: float, dof: np.ndarray) -> np.ndarray:
+  """Student's t quantile at the normal quantile z's probability, for `dof` degrees of freedom
+  (Cornish-Fisher expansion; within ~1 % of the exact value for dof >= 3 at z = 2): a
+  confidence interval from a few images' sample deviation is this much wider than z."""
+  v = np.maximum(np.asarray(dof, np.float64), 1.0)
+  z3, z5, z7 = z**3, z**5, z**7
+  return (
+      z
+      + (z3 + z) / (4 * v)
+      + (5 * z5 + 16 * z3 + 3 * z) / (96 * v**2)
+      + (3 * z7 + 19 * z5 + 17 * z3 - 15 * z) / (384 * v**3)
+  )
+
+
+def estimates(d, n, s) -> tuple[np.ndarray, np.ndarray]:
+  """(gain estimate, its standard error) per candidate: the screen's sum plus the remainder
+  d - s over the candidate's first n[k] images scaled to all N (a difference estimator: the
+  screen is the control variate), sampling without replacement; exact where n = N, the
+  screen alone where n = 0."""
+  num = d.shape[1]
+  seen = np.arange(num)[None, :] < n[:, None]
+  r = np.where(seen, d - s, 0.0)
+  m = np.maximum(n, 1)
+  mean = r.sum(1) / m
+  var = np.where(seen, (r - mean[:, None]) ** 2, 0.0).sum(1) / np.maximum(n - 1, 1)
+  # A few images may all be ones the removal leaves alone (a confident image's loss and
+  # gradient both ~0) while it matters on others: the remainder's spread is taken to be at
+  # least `spread` × the screen's own spread over all the images.
+  if num > 1:
+    screen_var = s.var(1, ddof=1)
+    var = np.where(var <= SPREAD * screen_var, screen_var, var)
+  est = s.sum(1) + num * mean
+  se = num * np.sqrt(var * np.maximum(0.0, 1.0 - n / num) / m)
+  return est, np.where(n >= num, 0.0, se)
 
 
 def envelope(res, energy, size, energy_rest, size_rest) -> tuple[float, float]:
@@ -302,28 +357,108 @@ def envelope(res, energy, size, energy_rest, size_rest) -> tuple[float, float]:
   return best[1], best[2]
 
 
-def bound(cands, gain, exact, screen, energy, stratum, threshold) -> _Bound:
-  """The missed-mass bound of the DFM of the exact gains `gain[exact]` (module docstring, 4)."""
-  gain = np.asarray(gain, np.float64)
+@dataclasses.dataclass
+class Bound:
+  """The missed-mass bound of one class's evaluations so far (module docstring, 4)."""
+
+  value: float
+  boundary: float  # b: the threshold the bound is taken at
+  dfm: np.ndarray  # the DFM's candidates (evaluated ones, by estimate)
+  est: np.ndarray  # (K,) gain estimates
+  upper: np.ndarray  # (K,) U
+  lower: np.ndarray  # (K,) L (-inf where never scored)
+  contribution: np.ndarray  # (K,) each candidate's share of X at b
+
+
+def _best_threshold(upper, w_out, lower, w_in) -> tuple[float, float]:
+  """min over b >= 0 of Σ w_out·max(0, U - b) + Σ w_in·max(0, b - L): (b, value). Convex and
+  piecewise linear in b, so its minimum lies at 0 or a breakpoint."""
+  pts = np.unique(np.concatenate([[0.0], np.maximum(upper, 0.0), np.maximum(lower, 0.0)]))
+  o = np.argsort(upper)
+  u, wu = upper[o], w_out[o]
+  tail_w = np.append(np.cumsum(wu[::-1])[::-1], 0.0)
+  tail_wu = np.append(np.cumsum((wu * u)[::-1])[::-1], 0.0)
+  j = np.searchsorted(u, pts, side="right")
+  o = np.argsort(lower)
+  low, wl = lower[o], w_in[o]
+  head_w = np.concatenate([[0.0], np.cumsum(wl)])
+  head_wl = np.concatenate([[0.0], np.cumsum(wl * low)])
+  i = np.searchsorted(low, pts, side="left")
+  f = (tail_wu[j] - pts * tail_w[j]) + (pts * head_w[i] - head_wl[i])
+  a = int(np.argmin(f))
+  return float(pts[a]), max(0.0, float(f[a]))
+
+
+def bound(cands, d, n, s, energy, stratum, threshold, z) -> Bound:
+  """The missed-mass bound of the DFM of the evaluated candidates' estimates.
+
+  Per candidate an upper bound U and a lower bound L of its gain: the gain itself where
+  scored on every image; est ± z·se where scored on some; for the never-scored U = ĝ + ρE +
+  κ|ĝ| by their stratum's envelope (fitted to the scored ones' remainder upper bounds), L =
+  -inf. For the DFM D (evaluated candidates, by estimate) and any b >= 0 the exhaustive
+  DFM's mass exceeds D's by at most X(b) = Σ_{k∉D} w·max(0, U - b) + Σ_{j∈D} w·max(0, b - L):
+  a cell of the exhaustive DFM outside D takes the place of one of D, and gains more than D's
+  only by what the first sum counts above b and the second below it. So the fraction missed
+  is at most X / (Σ_D w·max(L, 0) + X), at the b that minimises X."""
   w = base.cells_written(cands).astype(np.float64)
-  scored = np.nonzero(exact)[0]
-  ranked = scored[np.argsort(-gain[scored], kind="stable")]
-  n_dfm = base.dfm_candidate_count(cands, ranked, threshold)
-  dfm = ranked[:n_dfm]
-  # Scored candidates too few to cover the DFM: any never-scored one may enter it (b = 0).
-  covered = w[ranked].sum() >= int(threshold * cands.size**2)
-  b = float(gain[dfm[-1]]) if covered else 0.0
-  upper = np.where(exact, gain, 0.0).astype(np.float64)
+  est, se = estimates(d, n, s)
+  half_width = t_quantile(z, n - 1) * se
+  upper, lower = est + half_width, est - half_width
+  seen = n > 0
+  screen = s.sum(1)
   e = np.maximum(energy, max(float(energy.max()), 1e-30) * 1e-12)
   size = np.abs(screen)
-  for h in np.unique(stratum[~exact]):
-    done, rest = (stratum == h) & exact, (stratum == h) & ~exact
-    rho, kappa = envelope((gain - screen)[done], e[done], size[done], e[rest], size[rest])
+  for h in np.unique(stratum[~seen]):
+    done, rest = (stratum == h) & seen, (stratum == h) & ~seen
+    fit = (upper if ENV_UPPER else est) - screen
+    rho, kappa = envelope(fit[done], e[done], size[done], e[rest], size[rest])
     upper[rest] = screen[rest] + rho * e[rest] + kappa * size[rest]
-  excess = float(np.sum((w * np.maximum(0.0, upper - b))[~exact]))
-  mass = float(np.sum(w[dfm] * np.maximum(gain[dfm], 0.0)))
-  value = excess / (mass + excess) if excess > 0 else 0.0
-  return _Bound(value, b, upper)
+  lower[~seen] = -np.inf
+  evaluated = np.nonzero(seen)[0]
+  ranked = evaluated[np.argsort(-est[evaluated], kind="stable")]
+  dfm = ranked[: base.dfm_candidate_count(cands, ranked, threshold)]
+  inside = np.zeros(len(w), bool)
+  inside[dfm] = True
+  if w[ranked].sum() >= int(threshold * cands.size**2):
+    b, _ = _best_threshold(upper[~inside], w[~inside], lower[inside], w[inside])
+    # The never-scored are held to the DFM's lowest lower bound when that is below b: their
+    # envelope is the bound's weakest part (see CONFIDENCE), so they get no benefit of b.
+    b_never = min(b, max(0.0, float(est[dfm].min()))) if NEVER_AT_DFM_LOW else b
+  else:  # too few evaluated to cover the DFM: any other candidate may enter it
+    b = b_never = 0.0
+  at = np.where(seen, b, b_never)
+  contribution = np.where(inside, w * np.maximum(0.0, b - lower), w * np.maximum(0.0, upper - at))
+  x = float(contribution.sum())
+  mass = float(np.sum(w[dfm] * np.maximum(lower[dfm], 0.0)))
+  value = x / (mass + x) if x > 0 else 0.0
+  return Bound(value, b, dfm, est, upper, lower, contribution)
+
+
+def split_half_floor(cands, d, n, est, threshold, splits) -> float:
+  """The exhaustive ranking's own noise floor, estimated from the per-image losses: the mean
+  over random halvings of the class's images of the mass (Σ w·max(g, 0), g the estimates)
+  that the DFM ranked on one half misses of the DFM ranked on all. A half's ranking is that
+  of g + Σ_i ε_i d_i (ε = ±1 by half), scaled to all images where a candidate has fewer; the
+  same halving for every candidate keeps their correlation. A DFM the class's images do not
+  resolve better than this cannot be asked to agree with the exhaustive ranking better."""
+  w = base.cells_written(cands).astype(np.float64)
+  seen = np.nonzero(n > 0)[0]
+  if seen.size == 0:
+    return 0.0
+  num = d.shape[1]
+  dd = np.where(np.arange(num)[None, :] < n[seen, None], d[seen], 0.0)
+  noise = (splits @ dd.T) * np.sqrt(num / n[seen])[None, :]
+  g, ws = est[seen], w[seen]
+
+  def mass(key):
+    ranked = np.argsort(-key, kind="stable")
+    top = ranked[: base.dfm_candidate_count(cands, seen[ranked], threshold)]
+    return float(np.sum(ws[top] * np.maximum(g[top], 0.0)))
+
+  full = mass(g)
+  if full <= 0:
+    return 0.0
+  return float(np.quantile([1.0 - mass(g + e) / full for e in noise], FLOOR_QUANTILE))
 
 
 def auto(
@@ -340,6 +475,8 @@ def auto(
     block: float = 0.25,
     budget: float = 1.0,
     floor: bool = True,
+    first_images: int = 4,
+    z: float = 2.5,
     threshold: float = 0.05,
     seed: int = 0,
     batch: int = 64,
@@ -348,19 +485,18 @@ def auto(
 ) -> base.Result:
   """The auto search of each class of `class_indices` (see the module's docstring)."""
   t0 = time.time()
-  per_image = None
-  if floor and tolerance > 0:
-    cands = engine.cands
-    per_image = dfm_lib.Engine(
-        engine.apply_fn,
-        engine.variables,
-        engine.mesh,
-        cands,
-        memory_budget_mb=engine.budget / 2**20,
-        chunk_size=engine.fixed_chunk,
-        progress=engine.progress,
-        program=dfm_lib.removal_program(engine.apply_fn, cands.size, cands.patch, per_image=True),
-    )
+  cands = engine.cands
+  per_image = dfm_lib.Engine(
+      engine.apply_fn,
+      engine.variables,
+      engine.mesh,
+      cands,
+      memory_budget_mb=engine.budget / 2**20,
+      chunk_size=engine.fixed_chunk,
+      progress=engine.progress,
+      program=dfm_lib.removal_program(engine.apply_fn, cands.size, cands.patch, per_image=True),
+  )
+  pairs = incidence(cands)
   job = _Job(
       engine,
       images,
@@ -377,148 +513,218 @@ def auto(
       batch,
       store_root,
       class_names,
-      floor and tolerance > 0,
+      floor,
+      first_images,
+      z,
       per_image,
-  )
-  pairs = incidence(engine.cands)
-  screen = Screen(
-      engine.apply_fn,
-      engine.variables,
-      engine.mesh,
-      engine.cands,
-      competitors,
-      batch,
-      engine.budget,
-      engine.progress,
+      Screen(
+          engine.apply_fn,
+          engine.variables,
+          engine.mesh,
+          cands,
+          competitors,
+          batch,
+          engine.budget,
+          engine.progress,
+          pairs,
+      ),
       pairs,
   )
-  job = dataclasses.replace(job, screen=screen, pairs=pairs)
   outputs = int(jax.eval_shape(engine.apply_fn, engine.variables, images[:1]).shape[-1])
   per_class = [_search_class(job, c, outputs) for c in class_indices]
   return _result(job, per_class, outputs, time.time() - t0)
 
 
 def _search_class(job: _Job, c, outputs: int) -> _Class:
-  """Screen, first exact scores, then rounds by the bound until it meets the tolerance."""
+  """Screen, first evaluations, then rounds by the bound until it meets the tolerance."""
   cands = job.engine.cands
+  rng = np.random.default_rng([job.seed, int(c)])
+  # The class's images in a random order: a race scores a candidate on a prefix of it.
   idx = np.nonzero(job.labels == c)[0]
-  screen, base0 = _screen(job, c, idx)
+  idx = idx[np.random.default_rng([job.seed, int(c), 1]).permutation(idx.size)]
+  if job.tolerance == 0:
+    return _exhaustive_class(job, c, idx, outputs)
+  s, l0 = _screen(job, c, idx)
   energy = removed_energy(job.images[idx], cands, job.pairs)
-  stratum = strata(energy, job.strata)
-  scores = np.full(len(cands), np.nan, np.float32)
-  exact = np.zeros(len(cands), bool)
-  # With the floor: each scored candidate's per-image losses (its score is their sum).
-  losses = np.zeros((len(cands), idx.size), np.float32) if job.per_image is not None else None
 
-  def score(index, name):
-    index = np.sort(index)
-    store = base.chunk_store(job.store_root, f"{name}_class{c:04d}", [index.tolist()])
-    engine = job.engine if losses is None else job.per_image
-    got = base.exact_scores(engine, job.images, job.labels, c, index, store, job.class_names)
-    if losses is not None:
-      losses[index] = got
-      got = got.sum(1, dtype=np.float64)
-    scores[index] = got
-    exact[index] = True
+  def score(index, lo, hi, name):
+    return _score(job, c, idx[lo:hi], index, name) - l0[None, lo:hi]
 
-  score(_first(job, c, screen, stratum), "auto0")
-  n_dfm = base.dfm_candidate_count(cands, np.argsort(-screen, kind="stable"), job.threshold)
-  step, cap = max(1, math.ceil(job.block * n_dfm)), max(1, math.ceil(job.budget * len(cands)))
-  rounds = 0
-  floor = 0.0
-  while True:
-    bd = bound(cands, scores - base0, exact, screen, energy, stratum, job.threshold)
-    if losses is not None:
-      floor = split_half_floor(cands, losses, exact, scores - base0, job.threshold)
-    stop = _stop(job, bd.value, floor, exact, cap)
-    if stop:
-      break
-    rest = np.nonzero(~exact)[0]
-    priority = base.cells_written(cands)[rest] * (bd.upper[rest] - bd.boundary)
-    rounds += 1
-    score(
-        rest[np.argsort(-priority, kind="stable")[: min(step, cap - exact.sum())]], f"auto{rounds}"
-    )
-  if stop == "budget":
-    _warn_budget(job, c, bd.value, int(exact.sum()), len(cands))
-  est = np.where(exact, scores, base0 + screen).astype(np.float32)
-  forwards = (screen_passes(outputs, job.competitors) + exact.sum()) * float(idx.size)
+  r = race(cands, s, energy, score, job, rng)
+  if r.stop == "budget":
+    _warn_budget(job, c, r.bound.value, int(r.n.sum()), len(cands) * idx.size)
+  seen, exact = r.n > 0, r.n >= idx.size
+  base0 = float(l0.sum())
+  est = (base0 + r.bound.est).astype(np.float32)
   f32 = lambda a: a.astype(np.float32)
-  key = base.ranking_key(est, exact, bd.upper)
   return _Class(
       est,
       exact,
-      key,
-      f32(screen),
+      base.ranking_key(est, seen, r.bound.upper),
+      f32(s.sum(1)),
       f32(energy),
-      f32(bd.upper),
+      f32(r.bound.upper),
+      r.n,
       base0,
-      bd.value,
-      floor,
-      rounds,
-      stop,
-      forwards,
+      r.bound.value,
+      r.floor,
+      r.rounds,
+      r.stop,
+      screen_passes(outputs, job.competitors) * idx.size + float(r.n.sum()),
   )
 
 
-def _screen(job: _Job, c, idx: np.ndarray) -> tuple[np.ndarray, float]:
-  """Class c's screen (kept in the store): ĝ (K,) and the unfiltered summed cross-entropy."""
+@dataclasses.dataclass
+class Race:
+  """One class's race: images scored per candidate (`n`), the bound, why it stopped."""
+
+  n: np.ndarray
+  bound: Bound
+  floor: float
+  rounds: int
+  stop: str
+
+
+def race(cands, s, energy, score, settings, rng) -> Race:
+  """One class's race over its N images (in the order they are scored): s (K, N) the screen
+  per image; `score(index, lo, hi, name)` the exact loss increases (len(index), hi - lo) of
+  candidates `index` on images lo..hi; `settings` has the `_Job`'s fields (tolerance,
+  multiple, audit, strata, block, budget, floor, first_images, z, threshold)."""
+  k_all, num = s.shape
+  stratum = strata(energy, settings.strata)
+  levels = image_levels(num, settings.first_images)
+  d = np.zeros((k_all, num), np.float64)  # per-image loss increases, on each one's prefix
+  n = np.zeros(k_all, np.int64)
+  rounds = 0
+
+  def advance(index):
+    """Scores each of `index` on the images of its next level (one call per level)."""
+    now = n[index].copy()
+    for lo in np.unique(now):
+      group = np.sort(index[now == lo])
+      hi = int(levels[np.searchsorted(levels, lo, side="right")])
+      d[group, lo:hi] = score(group, lo, hi, f"auto{rounds}_{lo}-{hi}")
+      n[group] = hi
+
+  audit = settings.audit * (num // levels[0] if AUDIT_SCALE else 1)
+  advance(_first(cands, s.sum(1), stratum, settings, audit, rng))
+  splits = _splits(num, 32, rng) if settings.floor else None
+  n_dfm = base.dfm_candidate_count(cands, np.argsort(-s.sum(1), kind="stable"), settings.threshold)
+  quota = max(1.0, settings.block * n_dfm * num)
+  cap = max(1.0, settings.budget * k_all * num)
+  floor = 0.0
+  while True:
+    bd = bound(cands, d, n, s, energy, stratum, settings.threshold, settings.z)
+    if settings.floor:
+      floor = split_half_floor(cands, d, n, bd.est, settings.threshold, splits)
+    stop = _stop(settings, bd.value, floor, n, num, cap)
+    if stop:
+      return Race(n, bd, floor, rounds, stop)
+    rounds += 1
+    advance(_next(bd, n, levels, quota, cap - n.sum()))
+
+
+def _next(bd: Bound, n, levels, quota: float, left: float) -> np.ndarray:
+  """The candidates to score further this round: largest share of the bound per image it
+  costs, until `quota` images (at most `left`)."""
+  full = n >= levels[-1]
+  cost = levels[np.minimum(np.searchsorted(levels, n, side="right"), len(levels) - 1)] - n
+  cost = np.maximum(cost, 1).astype(np.float64)
+  priority = np.where(full, 0.0, bd.contribution / cost)
+  pick = np.nonzero(priority > 0)[0]
+  if pick.size == 0:  # only exact ones hold the bound up: widen by upper bound
+    pick = np.nonzero(~full)[0]
+    priority = np.where(full, -np.inf, bd.upper - bd.boundary)
+  pick = pick[np.argsort(-priority[pick], kind="stable")]
+  total = np.cumsum(cost[pick])
+  take = max(1, int(np.searchsorted(total, min(quota, left))) + 1)
+  return pick[:take]
+
+
+def _splits(num: int, count: int, rng) -> np.ndarray:
+  """(count, num) ±1: random halvings of the class's images (the floor's)."""
+  out = np.ones((count, num))
+  for row in out:
+    row[rng.permutation(num)[: num // 2]] = -1.0
+  return out
+
+
+def _score(job: _Job, c, images_idx, index, name) -> np.ndarray:
+  """Per-image cross-entropies (len(index), len(images_idx)) of class c's images `images_idx`
+  with each candidate of `index` removed (kept in the store)."""
+  store = base.chunk_store(
+      job.store_root, f"{name}_class{c:04d}", [index.tolist(), images_idx.tolist()]
+  )
+  labels = np.full(images_idx.size, c, np.int32)
+  got = base.exact_scores(
+      job.per_image, job.images[images_idx], labels, c, index, store, job.class_names
+  )
+  return got.astype(np.float64)
+
+
+def _exhaustive_class(job: _Job, c, idx, outputs: int) -> _Class:
+  """Tolerance 0: every candidate on every image in one engine call (the exhaustive ranking's
+  program and order, so its arrays equal it bit for bit)."""
+  k_all = len(job.engine.cands)
+  store = base.chunk_store(job.store_root, f"auto0_class{c:04d}", ["all"])
+  scores = base.exact_scores(
+      job.engine, job.images, job.labels, c, np.arange(k_all), store, job.class_names
+  )
+  zero = np.zeros(k_all, np.float32)
+  return _Class(
+      scores,
+      np.ones(k_all, bool),
+      scores.copy(),
+      zero,
+      zero,
+      scores.copy(),
+      np.full(k_all, idx.size),
+      0.0,
+      0.0,
+      0.0,
+      0,
+      "all scored",
+      float(k_all * idx.size),
+  )
+
+
+def _screen(job: _Job, c, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """Class c's screen on its images `idx` (kept in the store): per image ĝ (K, N) and the
+  unfiltered cross-entropy (N,)."""
   got = base.saved(
       job.store_root,
       f"screen_class{c:04d}",
       lambda: job.screen(job.images[idx], np.full(idx.size, c, np.int32)),
-      (len(job.engine.cands) + 1,),
+      (idx.size, len(job.engine.cands) + 1),
   )
-  return got[:-1].astype(np.float64), float(got[-1])
+  got = np.asarray(got, np.float64)
+  return got[:, :-1].T, got[:, -1]
 
 
-def _stop(job: _Job, value: float, floor: float, exact: np.ndarray, cap: int) -> str:
+def _stop(settings, value: float, floor: float, n, num: int, cap: float) -> str:
   """Why the rounds end now ('' while they go on)."""
-  if exact.all():
+  if (n >= num).all():
     return "all scored"
-  if job.tolerance > 0 and value <= job.tolerance:
+  if value <= settings.tolerance:
     return "bound"
-  if job.tolerance > 0 and value <= floor:
+  if settings.floor and value <= floor:
     return "floor"
-  return "budget" if exact.sum() >= cap else ""
+  return "budget" if n.sum() >= cap else ""
 
 
-def split_half_floor(cands, losses, exact, gain, threshold) -> float:
-  """The exhaustive ranking's own noise floor, estimated on the scored candidates: the mass
-  (Σ w·max(g, 0)) that the DFM ranked on every other image (of the scored candidates) misses
-  of the DFM ranked on all of them. A DFM the class's images do not resolve better than this
-  cannot be asked to agree with the exhaustive ranking better either."""
-  w = base.cells_written(cands).astype(np.float64)
-  scored = np.nonzero(exact)[0]
-  gain = np.asarray(gain, np.float64)[scored]
-  half = losses[scored][:, ::2].sum(1, dtype=np.float64)
-
-  def dfm_mass(key):
-    ranked = np.argsort(-key, kind="stable")
-    top = ranked[: base.dfm_candidate_count(cands, scored[ranked], threshold)]
-    return float(np.sum(w[scored[top]] * np.maximum(gain[top], 0.0)))
-
-  full = dfm_mass(gain)
-  return 1.0 - dfm_mass(half) / full if full > 0 else 0.0
-
-
-def _first(job: _Job, c, screen: np.ndarray, stratum: np.ndarray) -> np.ndarray:
-  """The first exactly scored candidates: the screen's top `multiple` × the DFM's and, from
-  each energy stratum, `audit` drawn at random from the rest (with tolerance 0: all)."""
-  cands = job.engine.cands
-  if job.tolerance == 0:  # every candidate, in one engine call: the exhaustive ranking's
-    return np.arange(len(cands))
+def _first(cands, screen: np.ndarray, stratum: np.ndarray, settings, audit: int, rng):
+  """The first candidates raced: the screen's top `multiple` × the DFM's and, from each
+  energy stratum, `audit` drawn at random from the rest."""
   order = np.argsort(-screen, kind="stable")
-  n0 = base.dfm_candidate_count(cands, order, job.threshold)
-  top = order[: min(len(order), math.ceil(job.multiple * n0))]
-  rng = np.random.default_rng([job.seed, int(c)])
+  n0 = base.dfm_candidate_count(cands, order, settings.threshold)
+  top = order[: min(len(order), math.ceil(settings.multiple * n0))]
   chosen = [top]
   outside = np.ones(len(cands), bool)
   outside[top] = False
-  for h in range(job.strata):
+  for h in range(settings.strata):
     pool = np.nonzero(outside & (stratum == h))[0]
     if pool.size:
-      chosen.append(rng.choice(pool, size=min(job.audit, pool.size), replace=False))
+      chosen.append(rng.choice(pool, size=min(audit, pool.size), replace=False))
   return np.unique(np.concatenate(chosen))
 
 
@@ -526,7 +732,7 @@ def _warn_budget(job: _Job, c, value: float, scored: int, total: int) -> None:
   name = job.class_names[c] if job.class_names is not None else c
   logging.warning(
       "auto search, class %r: the missed-mass bound is %.3f, above the tolerance %.3f, after "
-      "scoring %d of %d candidates (analysis.auto.budget=%s); its DFM is kept with that bound. "
+      "%d of %d candidate-images (analysis.auto.budget=%s); its DFM is kept with that bound. "
       "Raise analysis.auto.budget, or use analysis.search=exhaustive.",
       name,
       value,
@@ -548,6 +754,7 @@ def _result(job: _Job, per_class: list[_Class], outputs: int, seconds: float) ->
           "screen_scores": np.stack([r.screen for r in per_class]),
           "removed_energy": np.stack([r.energy for r in per_class]),
           "upper_bounds": np.stack([r.upper for r in per_class]),
+          "images_scored": np.stack([r.images for r in per_class]).astype(np.int32),
           "missed_mass_bound": np.array(bounds, np.float32),
           "unfiltered_loss": np.array([r.unfiltered for r in per_class], np.float32),
       },
@@ -558,6 +765,9 @@ def _result(job: _Job, per_class: list[_Class], outputs: int, seconds: float) ->
           "split_half_floor_per_class": [r.floor for r in per_class],
           "stop_per_class": [r.stop for r in per_class],
           "scored_per_class": [int(r.exact.sum()) for r in per_class],
+          "raced_per_class": [int((r.images > 0).sum()) for r in per_class],
+          "forwards_per_class": [r.forwards for r in per_class],
+          "images_per_class": [int(r.images.max()) for r in per_class],
           "rounds_per_class": [r.rounds for r in per_class],
           "screen_forwards_per_image": screen_passes(outputs, job.competitors),
           "confidence": CONFIDENCE,
@@ -583,6 +793,8 @@ def run(r: base.Request, overrides: dict) -> base.Result:
       block=float(s["block"]),
       budget=float(s["budget"]),
       floor=bool(s["floor"]),
+      first_images=int(s["first_images"]),
+      z=float(s["z"]),
       threshold=float(a.threshold),
       seed=int(r.config.seed),
       batch=max(8, int(a.batch_size) // 8),

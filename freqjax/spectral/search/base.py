@@ -30,7 +30,7 @@ from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, hfss
 METHODS = ("exhaustive", "auto", "screened", "coarse_to_fine", "hfss")
 SCREEN_TARGETS = ("linear", "ce", "logit", "margin")
 # Bumped when a method's algorithm changes, so its cached results are recomputed.
-VERSIONS = {"auto": 3, "screened": 5, "coarse_to_fine": 4}
+VERSIONS = {"auto": 4, "screened": 5, "coarse_to_fine": 4}
 
 
 @dataclasses.dataclass
@@ -216,18 +216,23 @@ def _validate_auto(s) -> None:
   if not (math.isfinite(s.budget) and 0 < s.budget <= 1):
     _fail(
         f"config.analysis.auto.budget={s.budget} must be in (0, 1]: the largest fraction of "
-        "the candidates auto scores exactly (1: up to all of them)."
+        "the exhaustive ranking's candidate-images auto scores (1: up to all of them)."
     )
   if not isinstance(s.floor, bool):
     _fail(f"config.analysis.auto.floor={s.floor!r} must be True or False.")
+  if not (math.isfinite(s.z) and s.z > 0):
+    _fail(f"config.analysis.auto.z={s.z} must be positive (standard errors, e.g. 2.0).")
   for name in ("multiple", "block"):
     v = s[name]
     if not (math.isfinite(v) and v > 0):
       _fail(f"config.analysis.auto.{name}={v} must be positive (e.g. 1.0 and 0.25).")
-  for name, low in (("audit", 1), ("strata", 1), ("competitors", 1)):
+  for name, low in (("audit", 1), ("strata", 1), ("competitors", 1), ("first_images", 2)):
     v = s[name]
     if isinstance(v, bool) or int(v) != v or v < low:
-      _fail(f"config.analysis.auto.{name}={v} must be a whole number >= {low} (e.g. 6, 6, 2).")
+      _fail(
+          f"config.analysis.auto.{name}={v} must be a whole number >= {low} (e.g. audit 6, "
+          "strata 6, competitors 2, first_images 4)."
+      )
 
 
 def _validate_screen(s) -> None:
