@@ -154,23 +154,26 @@ def base_config() -> ml_collections.ConfigDict:
   # How DFMs are searched: 'exhaustive' (every candidate; the reference) | 'auto' | 'screened' |
   # 'coarse_to_fine' | 'hfss' (see freqjax/spectral/search/ and the README's table).
   c.analysis.search = "exhaustive"
-  # 'auto' (freqjax/spectral/search/_auto.py): exact scores in the order of an upper bound until
-  # the exhaustive DFM's score mass it may have missed is bounded below `tolerance`.
+  # 'auto' (freqjax/spectral/search/_auto.py): exact scores, raced over the class's images, in
+  # the order of a bound until the exhaustive DFM's score mass it may have missed is bounded
+  # below `tolerance`.
   c.analysis.auto = ml_collections.ConfigDict()
   c.analysis.auto.tolerance = 0.05  # the missed-mass bound to reach, in (0, 1)
   c.analysis.auto.multiple = 1.0  # first scored exactly: the screen's top, × the DFM's size
   c.analysis.auto.audit = 6  # and this many random candidates of each energy stratum
   c.analysis.auto.strata = 6  # energy strata (factors of 4 below the largest removed energy)
   c.analysis.auto.competitors = 2  # the screen's linearised logits: true, these, the rest's LSE
-  c.analysis.auto.block = 0.25  # then blocks of this × the DFM's size, by the bound's order
+  c.analysis.auto.block = 0.05  # then rounds of this × the DFM's size × the class's images
   c.analysis.auto.budget = 1.0  # at most this fraction of the candidate-images scored exactly
   # Races over images: a candidate is scored on the first `first_images` of the class's images
   # (in a random order), then on twice as many, ... until its confidence interval (estimate ±
-  # z standard errors) no longer matters to the bound.
+  # z standard errors, Student-t widened) no longer matters to the bound. A class of fewer
+  # than 4 × first_images images is not raced.
   c.analysis.auto.first_images = 4
-  c.analysis.auto.z = 2.0
-  # Also stop once the bound is within the ranking's own split-half agreement (estimated on
-  # the scored candidates' per-image losses): the class's images resolve the DFM no better.
+  c.analysis.auto.z = 2.5
+  # Also stop once the bound is within the ranking's own split-half agreement (the lower
+  # quartile over random halvings, from the per-image losses scored): the class's images
+  # resolve the DFM no better.
   c.analysis.auto.floor = True
   c.analysis.screen = ml_collections.ConfigDict()
   c.analysis.screen.target = "linear"  # 'linear': the cross-entropy of the logits changed to

@@ -80,12 +80,14 @@ def _search_section(summary: dict, names) -> list[str]:
         "floor": "no: stopped at the ranking's split-half floor",
         "budget": "**no (budget)**",
     }
+    raced = sr.get("raced_per_class", sr["scored_per_class"])
     rows = [
-        [n, f"{b:.3f}", verdict.get(stop, stop), k]
-        for n, b, stop, k in zip(
+        [n, f"{b:.3f}", verdict.get(stop, stop), r, k]
+        for n, b, stop, r, k in zip(
             names,
             sr["missed_mass_bound_per_class"],
             sr["stop_per_class"],
+            raced,
             sr["scored_per_class"],
         )
     ]
@@ -94,7 +96,16 @@ def _search_section(summary: dict, names) -> list[str]:
         f"Bound on the exhaustive top-{100 * summary['dfm_threshold']:g}% score mass each DFM "
         f"may have missed (tolerance {sr['tolerance']:g}); it holds {sr['confidence']}.",
         "",
-        _table(["class", "missed-mass bound", "within tolerance", "candidates scored"], rows),
+        _table(
+            [
+                "class",
+                "missed-mass bound",
+                "within tolerance",
+                "candidates scored (on some images)",
+                "on every image",
+            ],
+            rows,
+        ),
     ]
   return lines + [""]
 

@@ -96,6 +96,8 @@ def search_summary(meta: dict) -> dict:
       "bound_met_per_class",
       "stop_per_class",
       "scored_per_class",
+      "raced_per_class",
+      "forwards_per_class",
       "confidence",
   ):
     if key in meta:

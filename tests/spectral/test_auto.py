@@ -260,7 +260,7 @@ def test_a_race_scores_few_images_and_its_bound_holds(seed):
       multiple=1.0,
       audit=6,
       strata=6,
-      block=0.25,
+      block=0.05,
       budget=1.0,
       floor=False,
       first_images=4,

@@ -22,21 +22,21 @@ d_ki its terms per image; the exhaustive DFM: the candidates of highest gain cov
    of freedom at the normal quantile `z`, 2.5). A class of fewer than 4 × `first_images`
    images is not raced: a candidate scored is scored on all of them.
    First raced: the screen's top `multiple` × the DFM's candidates and an audit of `audit`
-   per stratum drawn at random from the rest (scaled by N / `first_images` when raced, at
-   the same cost in images as `audit` candidates scored on all of them).
+   per stratum drawn at random from the rest.
 4. The bound. Each candidate gets an upper bound U and a lower bound L of its gain: exact
    where scored on all images; est ± t·se where raced; for the never-scored U = ĝ + ρE +
    κ|ĝ| by the smallest envelope over their stratum lying above every raced candidate's
-   remainder upper bound (`envelope`), and L = -inf. The DFM D is taken from the raced
+   estimated remainder est - ĝ (`envelope`), and L = -inf. The DFM D is taken from the raced
    candidates by estimate. For any b >= 0 the exhaustive DFM's mass (Σ w·max(g, 0), w the
    cells a candidate's score is written to) exceeds D's by at most
    X(b) = Σ_{k∉D} w·max(0, U_k - b) + Σ_{j∈D} w·max(0, b - L_j)
    (each of its cells outside D takes the place of one of D), so the fraction of its mass D
    misses is at most X / (Σ_D w·max(L, 0) + X), at the b minimising X (`bound`). The
-   never-scored are held to min(b, D's lowest L): their envelope is the weakest part.
+   never-scored are held to min(b, D's lowest estimate): their envelope is the weakest
+   part.
 5. Rounds: while the bound exceeds `tolerance`, the candidates with the largest share of X
-   per image their next step costs are scored further (`block` × the DFM's candidates × N
-   images a round). In the worst case every candidate is scored on every image: the
+   per image their next step costs are scored further (`block` (0.05) × the DFM's
+   candidates × N images a round). In the worst case every candidate is scored on every image: the
    exhaustive ranking (`tolerance` 0 scores them all in one engine call, as the exhaustive
    ranking does, so its arrays equal it bit for bit). `budget` caps the fraction of the
    exhaustive ranking's candidate-images scored; stopping there above the tolerance is
@@ -78,11 +78,7 @@ from freqjax import parallel
 from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, fft
 from freqjax.spectral.search import base
 
-SPREAD = 0.0
-NEVER_AT_DFM_LOW = True
-AUDIT_SCALE = True
-ENV_UPPER = False
-FLOOR_QUANTILE = 0.25
+FLOOR_QUANTILE = 0.25  # the floor: this quantile of the random halvings' missed mass
 CONFIDENCE = (
     "per raced candidate at about Phi(z) one-sided (Student's t interval of its gain from the "
     "images it was scored on), per never-scored candidate at >= 1 - 2/(n + 1), n its energy "
@@ -329,11 +325,11 @@ def estimates(d, n, s) -> tuple[np.ndarray, np.ndarray]:
   mean = r.sum(1) / m
   var = np.where(seen, (r - mean[:, None]) ** 2, 0.0).sum(1) / np.maximum(n - 1, 1)
   # A few images may all be ones the removal leaves alone (a confident image's loss and
-  # gradient both ~0) while it matters on others: the remainder's spread is taken to be at
-  # least `spread` × the screen's own spread over all the images.
+  # gradient both exactly 0) while it matters on others: a sample of identical remainders
+  # takes the screen's own spread over all the images instead.
   if num > 1:
     screen_var = s.var(1, ddof=1)
-    var = np.where(var <= SPREAD * screen_var, screen_var, var)
+    var = np.where(var > 0, var, screen_var)
   est = s.sum(1) + num * mean
   se = num * np.sqrt(var * np.maximum(0.0, 1.0 - n / num) / m)
   return est, np.where(n >= num, 0.0, se)
@@ -393,8 +389,8 @@ def bound(cands, d, n, s, energy, stratum, threshold, z) -> Bound:
   """The missed-mass bound of the DFM of the evaluated candidates' estimates.
 
   Per candidate an upper bound U and a lower bound L of its gain: the gain itself where
-  scored on every image; est ± z·se where scored on some; for the never-scored U = ĝ + ρE +
-  κ|ĝ| by their stratum's envelope (fitted to the scored ones' remainder upper bounds), L =
+  scored on every image; est ± t·se where scored on some; for the never-scored U = ĝ + ρE +
+  κ|ĝ| by their stratum's envelope (fitted to the raced ones' estimated remainders), L =
   -inf. For the DFM D (evaluated candidates, by estimate) and any b >= 0 the exhaustive
   DFM's mass exceeds D's by at most X(b) = Σ_{k∉D} w·max(0, U - b) + Σ_{j∈D} w·max(0, b - L):
   a cell of the exhaustive DFM outside D takes the place of one of D, and gains more than D's
@@ -410,8 +406,7 @@ def bound(cands, d, n, s, energy, stratum, threshold, z) -> Bound:
   size = np.abs(screen)
   for h in np.unique(stratum[~seen]):
     done, rest = (stratum == h) & seen, (stratum == h) & ~seen
-    fit = (upper if ENV_UPPER else est) - screen
-    rho, kappa = envelope(fit[done], e[done], size[done], e[rest], size[rest])
+    rho, kappa = envelope((est - screen)[done], e[done], size[done], e[rest], size[rest])
     upper[rest] = screen[rest] + rho * e[rest] + kappa * size[rest]
   lower[~seen] = -np.inf
   evaluated = np.nonzero(seen)[0]
@@ -421,9 +416,10 @@ def bound(cands, d, n, s, energy, stratum, threshold, z) -> Bound:
   inside[dfm] = True
   if w[ranked].sum() >= int(threshold * cands.size**2):
     b, _ = _best_threshold(upper[~inside], w[~inside], lower[inside], w[inside])
-    # The never-scored are held to the DFM's lowest lower bound when that is below b: their
-    # envelope is the bound's weakest part (see CONFIDENCE), so they get no benefit of b.
-    b_never = min(b, max(0.0, float(est[dfm].min()))) if NEVER_AT_DFM_LOW else b
+    # The never-scored are held to the DFM's lowest estimate where that is below b: their
+    # envelope is the bound's weakest part (see CONFIDENCE). Any b' <= b keeps X an upper
+    # bound (each term only grows).
+    b_never = min(b, max(0.0, float(est[dfm].min())))
   else:  # too few evaluated to cover the DFM: any other candidate may enter it
     b = b_never = 0.0
   at = np.where(seen, b, b_never)
@@ -472,7 +468,7 @@ def auto(
     audit: int = 6,
     strata: int = 6,  # pylint: disable=redefined-outer-name
     competitors: int = 2,
-    block: float = 0.25,
+    block: float = 0.05,
     budget: float = 1.0,
     floor: bool = True,
     first_images: int = 4,
@@ -606,8 +602,7 @@ def race(cands, s, energy, score, settings, rng) -> Race:
       d[group, lo:hi] = score(group, lo, hi, f"auto{rounds}_{lo}-{hi}")
       n[group] = hi
 
-  audit = settings.audit * (num // levels[0] if AUDIT_SCALE else 1)
-  advance(_first(cands, s.sum(1), stratum, settings, audit, rng))
+  advance(_first(cands, s.sum(1), stratum, settings, rng))
   splits = _splits(num, 32, rng) if settings.floor else None
   n_dfm = base.dfm_candidate_count(cands, np.argsort(-s.sum(1), kind="stable"), settings.threshold)
   quota = max(1.0, settings.block * n_dfm * num)
@@ -712,7 +707,7 @@ def _stop(settings, value: float, floor: float, n, num: int, cap: float) -> str:
   return "budget" if n.sum() >= cap else ""
 
 
-def _first(cands, screen: np.ndarray, stratum: np.ndarray, settings, audit: int, rng):
+def _first(cands, screen: np.ndarray, stratum: np.ndarray, settings, rng) -> np.ndarray:
   """The first candidates raced: the screen's top `multiple` × the DFM's and, from each
   energy stratum, `audit` drawn at random from the rest."""
   order = np.argsort(-screen, kind="stable")
@@ -724,7 +719,7 @@ def _first(cands, screen: np.ndarray, stratum: np.ndarray, settings, audit: int,
   for h in range(settings.strata):
     pool = np.nonzero(outside & (stratum == h))[0]
     if pool.size:
-      chosen.append(rng.choice(pool, size=min(audit, pool.size), replace=False))
+      chosen.append(rng.choice(pool, size=min(settings.audit, pool.size), replace=False))
   return np.unique(np.concatenate(chosen))
 
 
