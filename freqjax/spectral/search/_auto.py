@@ -50,8 +50,8 @@ d_ki its terms per image; the exhaustive DFM: the candidates of highest gain cov
 
 Confidence: per raced candidate, the interval covers its gain with probability about
 Φ(z) one-sided (99.4 % at 2.5) when the remainders' spread over its first images stands for
-the rest (a sample of identical remainders, e.g. images whose loss and gradient are both 0,
-is given the screen's own spread over all images instead). Per never-scored candidate,
+the rest (a sample of nearly identical remainders, e.g. images whose loss and gradient are
+both ~0, is given the screen's own spread over all images instead). Per never-scored candidate,
 its remainder lies above its stratum's envelope with probability at most 2/(n + 1), n the
 stratum's audited candidates (the scenario approach, Campi & Garatti 2008: the envelope is
 a convex program in two variables). Both are per-candidate statements, not simultaneous;
@@ -78,6 +78,9 @@ from freqjax import parallel
 from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, fft
 from freqjax.spectral.search import base
 
+# A raced sample whose remainders spread less than 1 % (in standard deviation) of the
+# screen's own spread over all the class's images is taken as uninformative (`estimates`).
+MIN_SPREAD = 1e-4
 FLOOR_QUANTILE = 0.25  # the floor: this quantile of the random halvings' missed mass
 CONFIDENCE = (
     "per raced candidate at about Phi(z) one-sided (Student's t interval of its gain from the "
@@ -325,11 +328,11 @@ def estimates(d, n, s) -> tuple[np.ndarray, np.ndarray]:
   mean = r.sum(1) / m
   var = np.where(seen, (r - mean[:, None]) ** 2, 0.0).sum(1) / np.maximum(n - 1, 1)
   # A few images may all be ones the removal leaves alone (a confident image's loss and
-  # gradient both exactly 0) while it matters on others: a sample of identical remainders
-  # takes the screen's own spread over all the images instead.
+  # gradient both ~0) while it matters on others: a sample of (nearly) identical remainders
+  # takes the screen's own spread over all the images instead (MIN_SPREAD).
   if num > 1:
     screen_var = s.var(1, ddof=1)
-    var = np.where(var > 0, var, screen_var)
+    var = np.where(var > MIN_SPREAD * screen_var, var, screen_var)
   est = s.sum(1) + num * mean
   se = num * np.sqrt(var * np.maximum(0.0, 1.0 - n / num) / m)
   return est, np.where(n >= num, 0.0, se)
