@@ -170,9 +170,9 @@ def base_config() -> ml_collections.ConfigDict:
   # z standard errors, Student-t widened) no longer matters to the bound. A class of fewer
   # than 4 × first_images images is not raced.
   c.analysis.auto.first_images = 4
-  c.analysis.auto.z = 2.5
-  # Also stop once the bound is within the ranking's own split-half agreement (the lower
-  # quartile over random halvings, from the per-image losses scored): the class's images
+  c.analysis.auto.z = 2.0
+  # Also stop once the bound is within the ranking's own split-half agreement (the median
+  # over random halvings, from the per-image losses scored): the class's images
   # resolve the DFM no better.
   c.analysis.auto.floor = True
   c.analysis.screen = ml_collections.ConfigDict()

@@ -264,7 +264,7 @@ def test_a_race_scores_few_images_and_its_bound_holds(seed):
       budget=1.0,
       floor=False,
       first_images=4,
-      z=2.5,
+      z=2.0,
       threshold=0.05,
   )
   calls = []

@@ -19,7 +19,7 @@ d_ki its terms per image; the exhaustive DFM: the candidates of highest gain cov
    the bound needs it. From its first n images the gain is estimated with the screen as a
    control variate, est = ĝ + N·mean_i<n(d - s), with the standard error of sampling n of N
    without replacement; its interval is est ± t·se (t: Student's quantile for n - 1 degrees
-   of freedom at the normal quantile `z`, 2.5). A class of fewer than 4 × `first_images`
+   of freedom at the normal quantile `z`, 2.0). A class of fewer than 4 × `first_images`
    images is not raced: a candidate scored is scored on all of them.
    First raced: the screen's top `multiple` × the DFM's candidates and an audit of `audit`
    per stratum drawn at random from the rest.
@@ -45,11 +45,11 @@ d_ki its terms per image; the exhaustive DFM: the candidates of highest gain cov
    were drawn. The per-image losses give the ranking's own split-half disagreement: over
    32 random halvings of the images, the mass that the DFM ranked on one half misses of the
    one ranked on all (`split_half_floor`; a raced candidate's half is scaled from its
-   images). Once the bound is below its lower quartile, the rounds stop (`stop` 'floor'): no
+   images). Once the bound is below its median, the rounds stop (`stop` 'floor'): no
    method can agree with the exhaustive ranking better than the ranking agrees with itself.
 
 Confidence: per raced candidate, the interval covers its gain with probability about
-Φ(z) one-sided (99.4 % at 2.5) when the remainders' spread over its first images stands for
+Φ(z) one-sided (97.7 % at 2.0) when the remainders' spread over its first images stands for
 the rest (a sample of nearly identical remainders, e.g. images whose loss and gradient are
 both ~0, is given the screen's own spread over all images instead). Per never-scored candidate,
 its remainder lies above its stratum's envelope with probability at most 2/(n + 1), n the
@@ -81,7 +81,7 @@ from freqjax.spectral.search import base
 # A raced sample whose remainders spread less than 1 % (in standard deviation) of the
 # screen's own spread over all the class's images is taken as uninformative (`estimates`).
 MIN_SPREAD = 1e-4
-FLOOR_QUANTILE = 0.25  # the floor: this quantile of the random halvings' missed mass
+FLOOR_QUANTILE = 0.5  # the floor: this quantile of the random halvings' missed mass
 CONFIDENCE = (
     "per raced candidate at about Phi(z) one-sided (Student's t interval of its gain from the "
     "images it was scored on), per never-scored candidate at >= 1 - 2/(n + 1), n its energy "
@@ -267,7 +267,7 @@ class _Job:
   class_names: Any
   floor: bool = True
   first_images: int = 4
-  z: float = 2.5
+  z: float = 2.0
   per_image: Any = None  # the engine of per-image losses (the races')
   screen: Any = None  # the search's `Screen`, compiled once for every class
   pairs: Any = None  # incidence(cands), computed once
@@ -475,7 +475,7 @@ def auto(
     budget: float = 1.0,
     floor: bool = True,
     first_images: int = 4,
-    z: float = 2.5,
+    z: float = 2.0,
     threshold: float = 0.05,
     seed: int = 0,
     batch: int = 64,

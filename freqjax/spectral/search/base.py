@@ -30,7 +30,7 @@ from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, hfss
 METHODS = ("exhaustive", "auto", "screened", "coarse_to_fine", "hfss")
 SCREEN_TARGETS = ("linear", "ce", "logit", "margin")
 # Bumped when a method's algorithm changes, so its cached results are recomputed.
-VERSIONS = {"auto": 5, "screened": 5, "coarse_to_fine": 4}
+VERSIONS = {"auto": 6, "screened": 5, "coarse_to_fine": 4}
 
 
 @dataclasses.dataclass
