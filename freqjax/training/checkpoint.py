@@ -57,7 +57,15 @@ class Checkpoints:
         cleanup_tmp_directories=True,
     )
     handlers = {"state": ocp.StandardCheckpointHandler(), "host": ocp.JsonCheckpointHandler()}
-    return ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    mgr = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+    # Orbax lists the directory for temporary paths in a background thread. A launch that
+    # fails at once (no checkpoint yet) removes the folder it created, and that thread then
+    # printed a traceback after the one-line error (seen once under load). The listing is
+    # quick: wait for it here.
+    settle = getattr(mgr, "_maybe_await_cleanup_tmp_directory", None)
+    if settle is not None:
+      settle()
+    return mgr
 
   def steps(self) -> list[int]:
     return sorted(self._mgr.all_steps())
