@@ -160,17 +160,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.analysis.auto = ml_collections.ConfigDict()
   c.analysis.auto.tolerance = 0.05  # the missed-mass bound to reach, in (0, 1)
   c.analysis.auto.multiple = 1.0  # first scored exactly: the screen's top, × the DFM's size
-  c.analysis.auto.audit = 6  # and this many random candidates of each energy stratum
+  c.analysis.auto.audit = 20  # and this many random candidates of each energy stratum
+  # and every candidate of the highest-energy strata that together hold at most this
+  # fraction of the candidates (where first order fails on photos: low and axis frequencies)
+  c.analysis.auto.dense = 0.2
   c.analysis.auto.strata = 6  # energy strata (factors of 4 below the largest removed energy)
   c.analysis.auto.competitors = 2  # the screen's linearised logits: true, these, the rest's LSE
   c.analysis.auto.block = 0.05  # then rounds of this × the DFM's size × the class's images
   c.analysis.auto.budget = 1.0  # at most this fraction of the candidate-images scored exactly
-  # Races over images: a candidate is scored on the first `first_images` of the class's images
-  # (in a random order), then on twice as many, ... until its confidence interval (estimate ±
-  # z standard errors, Student-t widened) no longer matters to the bound. A class of fewer
-  # than 4 × first_images images is not raced.
-  c.analysis.auto.first_images = 4
-  c.analysis.auto.z = 2.0
+  # Races over images: the class's images are drawn at random with replacement, a share
+  # `lean` of the draw probability in proportion to the screen's size on each image (its
+  # summed |first-order change|: the images a removal moves most), the rest uniform. A
+  # candidate is scored on the images of its first `first_images` draws, then of twice as
+  # many, ... then on all, while its confidence interval (a Hansen-Hurwitz estimate ± z
+  # standard errors, Student-t widened) still matters to the bound. A class of fewer than
+  # 4 × first_images images is not raced.
+  c.analysis.auto.first_images = 8
+  c.analysis.auto.lean = 0.8
+  c.analysis.auto.z = 3.0
   # Also stop once the bound is within the ranking's own split-half agreement (the median
   # over random halvings, from the per-image losses scored): the class's images
   # resolve the DFM no better.

@@ -198,7 +198,7 @@ def test_auto_resumes_after_an_interruption_with_identical_results(tmp_path, mon
   images, labels = _noise(16)  # enough images per class to race over them
   engine = _engine(apply_fn, variables)
   run = lambda root=None: search.auto(
-      engine, images, labels, [0, 1], tolerance=0.02, audit=3, store_root=root
+      engine, images, labels, [0, 1], tolerance=0.02, audit=3, first_images=4, store_root=root
   )
   full = run()
   assert max(full.info["rounds_per_class"]) >= 1  # the kill lands among the rounds
@@ -212,17 +212,20 @@ def test_auto_resumes_after_an_interruption_with_identical_results(tmp_path, mon
 
 
 def test_auto_races_over_images_and_counts_what_it_scored():
-  """With 16 images per class a candidate is scored on 4, then 8, then all 16 images, only as
-  far as the bound needs; the forwards are the screen's plus the images scored; the bound is
-  at least the mass it missed against the exhaustive ranking."""
+  """With 16 images per class a candidate is scored on the images of 4 draws, then of 8 (at
+  most half the images), then on all 16, only as far as the bound needs; the forwards are the
+  screen's plus the images scored; the bound is at least the mass it missed against the
+  exhaustive ranking."""
   apply_fn, variables = tiny_resnet(S, 3, 0)
   images, labels = _noise(16, (0, 1, 2))
   engine = _engine(apply_fn, variables)
   ref = search.exhaustive(engine, images, labels, [0, 1, 2])
   base = search_compare.class_losses(apply_fn, variables, engine.mesh, images, labels, 3)
-  got = search.auto(engine, images, labels, [0, 1, 2], tolerance=0.05)
+  got = search.auto(engine, images, labels, [0, 1, 2], tolerance=0.05, first_images=4)
   n = got.extra["images_scored"]
-  assert set(np.unique(n)) <= {0, 4, 8, 16} and ((n > 0) & (n < 16)).any()
+  part = n[(n > 0) & (n < 16)]
+  assert part.size and part.max() <= 8
+  assert all(len(np.unique(row)) <= 4 for row in n)  # per class: none, 2 levels, all
   np.testing.assert_array_equal(got.exact, n == 16)
   per_image = got.info["screen_forwards_per_image"]
   assert got.info["forwards_per_class"] == [per_image * 16 + float(k) for k in n.sum(1)]
@@ -258,43 +261,117 @@ def test_a_race_scores_few_images_and_its_bound_holds(seed):
   settings = types.SimpleNamespace(
       tolerance=0.05,
       multiple=1.0,
-      audit=6,
+      audit=20,
       strata=6,
       block=0.05,
       budget=1.0,
       floor=False,
-      first_images=4,
-      z=2.0,
+      first_images=8,
+      z=3.0,
+      lean=0.8,
+      dense=0.2,
       threshold=0.05,
   )
   calls = []
 
-  def score(index, lo, hi, name):
-    calls.append((len(index), hi - lo))
-    return d[index, lo:hi]
+  def score(index, images, name):
+    calls.append((len(index), len(images)))
+    return d[index][:, images]
 
   r = _auto.race(cands, s, energy, score, settings, np.random.default_rng(seed))
   assert r.stop == "bound" and r.bound.value <= 0.05
   assert sum(k * m for k, m in calls) == r.n.sum() < 0.25 * d.size
+  assert r.bound.value >= _race_missed(cands, d, r) - 1e-9
+
+
+def _top(cands, key):
+  order = np.argsort(-key, kind="stable")
+  return order[: search.dfm_candidate_count(cands, order, 0.05)]
+
+
+def _race_missed(cands, d, r):
+  """The exhaustive DFM's score mass that a race's DFM misses (d: per-image gains)."""
   gain = d.sum(1)
   w = search.base.cells_written(cands)
-  key = search.ranking_key(r.bound.est, r.n > 0, r.bound.upper)
-  top = lambda v: np.argsort(-v, kind="stable")[
-      : search.dfm_candidate_count(cands, np.argsort(-v, kind="stable"), 0.05)
-  ]
   mass = lambda idx: float(np.sum(w[idx] * np.maximum(gain[idx], 0)))
-  missed = 1 - mass(top(key)) / mass(top(gain))
-  assert r.bound.value >= missed - 1e-9
+  key = search.ranking_key(r.bound.est, r.n > 0, r.bound.upper)
+  return 1 - mass(_top(cands, key)) / mass(_top(cands, gain))
 
 
 def test_estimates_are_exact_on_every_image_and_t_widens_few():
   cands, d, s, _ = _synthetic_race(0, num=8)
+  dsg = _auto.Design(np.arange(8), np.array([4, 8]), (np.array([0, 1, 2, 3]),), np.full(8, 1 / 8))
   n = np.array([8] * 5 + [4] * (len(cands) - 5))
-  est, se = _auto.estimates(d, n, s)
+  est, se, dof = _auto.estimates(d, n, s, dsg)
   np.testing.assert_allclose(est[:5], d[:5].sum(1), rtol=1e-12)
-  assert (se[:5] == 0).all() and (se[5:] > 0).all()
+  assert (se[:5] == 0).all() and (se[5:] > 0).all() and (dof[5:] == 3).all()
   # Student's t quantile at z = 2 (p = 0.97725): 3 dof 3.31, 7 dof 2.45, 30 dof 2.09.
   np.testing.assert_allclose(_auto.t_quantile(2.0, [3, 7, 30]), [3.31, 2.45, 2.09], atol=0.04)
+
+
+def test_the_design_draws_large_screen_images_first_and_its_estimates_are_unbiased():
+  """The race's images: levels are prefixes of the order images were first drawn in (the
+  last, all of them); with `lean` the images where the screen moves most are likelier; and
+  the Hansen-Hurwitz estimate from a level's draws averages to the true gain over designs."""
+  cands, d, s, _ = _synthetic_race(1, num=40)
+  s[:, :4] *= 20  # four images the removals move most
+  d[:, :4] *= 20
+  flat = _auto.design(s, 4, 0.0, np.random.default_rng(0))
+  np.testing.assert_allclose(flat.prob, 1 / 40)
+  dsg = _auto.design(s, 4, 0.8, np.random.default_rng(0))
+  assert dsg.levels[-1] == 40 and (np.diff(dsg.levels) > 0).all() and dsg.levels[-2] <= 20
+  for images, draws in zip(dsg.levels[:-1], dsg.draws):
+    assert draws.max() < images and len(np.unique(draws)) == images
+  assert np.sort(dsg.prob)[-4:].min() > 3 * np.median(dsg.prob)
+  assert set(dsg.order[:4]) & {0, 1, 2, 3}
+  k = np.arange(len(cands))
+  means, ses = [], []
+  for seed in range(400):
+    g = _auto.design(s, 4, 0.8, np.random.default_rng(seed))
+    n = np.full(len(cands), g.levels[0])
+    est, se, _ = _auto.estimates(d[:, g.order], n, s[:, g.order], g)
+    means.append(est)
+    ses.append(se)
+  err = (np.mean(means, 0) - d.sum(1)) / (np.mean(ses, 0) / np.sqrt(400))
+  assert np.abs(err[k]).max() < 5.0  # unbiased to within 5 standard errors of the mean
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_race_catches_a_removal_first_order_gets_wrong_on_two_images(seed):
+  """Tiny-imagenet-10's gazelle: a mid-frequency removal that first order says lowers the
+  loss raises it among the most, all on two unconfident images the screen moves most; a
+  race on uniform draws over a few images misses it. Racing the high-energy strata whole and
+  drawing large-screen images first find it, and the bound stays above what was missed."""
+  cands, d, s, energy = _synthetic_race(seed, num=50)
+  rng = np.random.default_rng(seed)
+  hard = rng.choice(50, 2, replace=False)
+  s[:, hard] *= 20  # the unconfident images: every removal moves them most
+  d[:, hard] *= 20
+  # A photo's energies: most candidates far below the largest, a fifth within 4^4 of it.
+  energy = 4.0 ** -(5.9 * rng.uniform(0, 1, len(cands)) ** 0.25)
+  k = int(rng.integers(len(cands)))  # the planted removal
+  energy[k] = 4.0**-2.5
+  s[k] = -3.0 / 50
+  d[k] = 0.0
+  d[k, hard] = 6.0
+  settings = types.SimpleNamespace(
+      tolerance=0.05,
+      multiple=1.0,
+      audit=20,
+      strata=6,
+      block=0.05,
+      budget=1.0,
+      floor=False,
+      first_images=8,
+      z=3.0,
+      lean=0.8,
+      dense=0.2,
+      threshold=0.05,
+  )
+  r = _auto.race(cands, s, energy, lambda i, im, _: d[i][:, im], settings, rng)
+  assert k in _top(cands, d.sum(1))
+  assert k in _top(cands, search.ranking_key(r.bound.est, r.n > 0, r.bound.upper))
+  assert r.bound.value >= _race_missed(cands, d, r) - 1e-9
 
 
 def _dense(outputs, seed=0):

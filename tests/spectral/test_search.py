@@ -169,6 +169,8 @@ def _config(**analysis):
         ({"auto.block": -1.0}, r"auto.block=-1.0 must be positive"),
         ({"auto.z": 0.0}, r"auto.z=0.0 must be positive"),
         ({"auto.first_images": 1}, r"auto.first_images=1 must be a whole number >= 2"),
+        ({"auto.lean": 1.5}, r"auto.lean=1.5 must be in \[0, 1\]"),
+        ({"auto.dense": -0.1}, r"auto.dense=-0.1 must be in \[0, 1\]"),
         ({"screen.multiple": 0.0}, r"screen.multiple=0.0 must be positive"),
         ({"screen.audit": 0}, r"screen.audit=0 must be a positive whole number"),
         ({"screen.target": "loss"}, r"screen.target='loss'.*'ce', 'logit', 'margin'"),

@@ -30,7 +30,7 @@ from freqjax.spectral import candidates as cand_lib, dfm as dfm_lib, hfss
 METHODS = ("exhaustive", "auto", "screened", "coarse_to_fine", "hfss")
 SCREEN_TARGETS = ("linear", "ce", "logit", "margin")
 # Bumped when a method's algorithm changes, so its cached results are recomputed.
-VERSIONS = {"auto": 6, "screened": 5, "coarse_to_fine": 4}
+VERSIONS = {"auto": 7, "screened": 5, "coarse_to_fine": 4}
 
 
 @dataclasses.dataclass
@@ -226,12 +226,16 @@ def _validate_auto(s) -> None:
     v = s[name]
     if not (math.isfinite(v) and v > 0):
       _fail(f"config.analysis.auto.{name}={v} must be positive (e.g. 1.0 and 0.25).")
+  for name, example in (("lean", 0.8), ("dense", 0.2)):
+    v = s[name]
+    if not (math.isfinite(v) and 0 <= v <= 1):
+      _fail(f"config.analysis.auto.{name}={v} must be in [0, 1] (e.g. {example}).")
   for name, low in (("audit", 1), ("strata", 1), ("competitors", 1), ("first_images", 2)):
     v = s[name]
     if isinstance(v, bool) or int(v) != v or v < low:
       _fail(
-          f"config.analysis.auto.{name}={v} must be a whole number >= {low} (e.g. audit 6, "
-          "strata 6, competitors 2, first_images 4)."
+          f"config.analysis.auto.{name}={v} must be a whole number >= {low} (e.g. audit 20, "
+          "strata 6, competitors 2, first_images 8)."
       )
 
 
