@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freqjax import parallel
+from freqjax import config as config_lib, parallel
 from freqjax.evaluation import search_compare
 from freqjax.spectral import candidates, dfm, fft, search
 from freqjax.spectral.search import _auto
@@ -258,20 +258,7 @@ def test_a_race_scores_few_images_and_its_bound_holds(seed):
   increases): it scores far fewer candidate-images than the exhaustive ranking, stops within
   the tolerance, and its bound is at least the mass it missed."""
   cands, d, s, energy = _synthetic_race(seed)
-  settings = types.SimpleNamespace(
-      tolerance=0.05,
-      multiple=1.0,
-      audit=20,
-      strata=6,
-      block=0.05,
-      budget=1.0,
-      floor=False,
-      first_images=8,
-      z=3.0,
-      lean=0.8,
-      dense=0.2,
-      threshold=0.05,
-  )
+  settings = _race_settings()
   calls = []
 
   def score(index, images, name):
@@ -282,6 +269,13 @@ def test_a_race_scores_few_images_and_its_bound_holds(seed):
   assert r.stop == "bound" and r.bound.value <= 0.05
   assert sum(k * m for k, m in calls) == r.n.sum() < 0.25 * d.size
   assert r.bound.value >= _race_missed(cands, d, r) - 1e-9
+
+
+def _race_settings():
+  """`race`'s settings at the config's auto defaults, the floor off (the tables' images have
+  no split-half noise worth stopping at)."""
+  auto = dict(config_lib.base_config().analysis.auto.to_dict(), floor=False)
+  return types.SimpleNamespace(threshold=0.05, **auto)
 
 
 def _top(cands, key):
@@ -354,20 +348,7 @@ def test_a_race_catches_a_removal_first_order_gets_wrong_on_two_images(seed):
   s[k] = -3.0 / 50
   d[k] = 0.0
   d[k, hard] = 6.0
-  settings = types.SimpleNamespace(
-      tolerance=0.05,
-      multiple=1.0,
-      audit=20,
-      strata=6,
-      block=0.05,
-      budget=1.0,
-      floor=False,
-      first_images=8,
-      z=3.0,
-      lean=0.8,
-      dense=0.2,
-      threshold=0.05,
-  )
+  settings = _race_settings()
   r = _auto.race(cands, s, energy, lambda i, im, _: d[i][:, im], settings, rng)
   assert k in _top(cands, d.sum(1))
   assert k in _top(cands, search.ranking_key(r.bound.est, r.n > 0, r.bound.upper))

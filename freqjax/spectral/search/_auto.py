@@ -320,6 +320,14 @@ class Design:
   draws: tuple  # per level but the last: its draws, as positions in `order`
   prob: np.ndarray  # (N,) each position's draw probability
 
+  def partial(self, n: np.ndarray):
+    """(rows of n at the level, the level's draws) for every level but the last, where any
+    row of n (images scored) is at it."""
+    for images, draws in zip(self.levels[:-1], self.draws):
+      rows = np.nonzero(n == images)[0]
+      if rows.size:
+        yield rows, draws
+
 
 def design(s: np.ndarray, first: int, lean: float, rng) -> Design:
   """The race's design for screen values s (K, N): `first` draws, doubling while the images
@@ -378,10 +386,7 @@ def estimates(d, n, s, dsg: Design) -> tuple[np.ndarray, np.ndarray, np.ndarray]
   est, se, dof = screen.copy(), np.zeros(len(s)), np.zeros(len(s))
   full = n >= num
   est[full] = d[full].sum(1)
-  for images, draws in zip(dsg.levels[:-1], dsg.draws):
-    k = np.nonzero(n == images)[0]
-    if not k.size:
-      continue
+  for k, draws in dsg.partial(n):
     y = (d[np.ix_(k, draws)] - s[np.ix_(k, draws)]) / dsg.prob[draws]
     var = y.var(1, ddof=1)
     # A few images may all be ones the removal leaves alone (a confident image's loss and
@@ -506,8 +511,7 @@ def split_half_floor(cands, d, n, est, threshold, splits, dsg: Design) -> float:
   dd = np.where(np.arange(num)[None, :] < n[seen, None], d[seen], 0.0)
   square = (dd**2).sum(1)
   total = square.copy()  # Σ_i d_i² over all N images: exact, or from the draws
-  for images, draws in zip(dsg.levels[:-1], dsg.draws):
-    k = np.nonzero(n[seen] == images)[0]
+  for k, draws in dsg.partial(n[seen]):
     total[k] = (dd[np.ix_(k, draws)] ** 2 / dsg.prob[draws]).mean(1)
   noise = (splits @ dd.T) * np.sqrt(total / np.maximum(square, 1e-300))[None, :]
   g, ws = est[seen], w[seen]
@@ -605,7 +609,7 @@ def _search_class(job: _Job, c, outputs: int) -> _Class:
   """Screen, first evaluations, then rounds by the bound until it meets the tolerance."""
   cands = job.engine.cands
   rng = np.random.default_rng([job.seed, int(c)])
-  # The class's images in a random order: a race scores a candidate on a prefix of it.
+  # The class's images in a seeded random order (the columns `design` draws from).
   idx = np.nonzero(job.labels == c)[0]
   idx = idx[np.random.default_rng([job.seed, int(c), 1]).permutation(idx.size)]
   if job.tolerance == 0:
